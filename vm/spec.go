@@ -1,0 +1,125 @@
+// Package vm starts and supervises the microVM of one sandbox behind one
+// spec and two backends: krun (msb-vmm on libkrun, production) and qemu
+// (QEMU microvm, KVM where the host has hardware virtualization, TCG where
+// it has none). Both boot the same guest: libkrunfw5's kernel and msb-agent.
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+)
+
+// Spec describes one VM. It is also the JSON that msb-vmm reads, so field
+// names are part of that contract (vm/msb-vmm/src/spec.rs mirrors them).
+type Spec struct {
+	VCPUs     uint32 `json:"vcpus"`
+	MemoryMiB uint32 `json:"memory_mib"`
+	Kernel    Kernel `json:"kernel"`
+	// KernelArgs are appended to the backend's base command line.
+	KernelArgs []string `json:"kernel_args,omitempty"`
+	// BootDisk is the read-only EROFS image whose /init is msb-agent; it is
+	// always the first disk (/dev/vda, serial BootDiskID).
+	BootDisk string  `json:"boot_disk"`
+	Disks    []Disk  `json:"disks,omitempty"`
+	Shares   []Share `json:"shares,omitempty"`
+	// AgentSocket is the host unix socket bridged to the guest's agent
+	// port (virtio-console port api.PortName). The VMM listens on it.
+	AgentSocket string `json:"agent_socket"`
+	// ConsoleLog receives the guest console (hvc0).
+	ConsoleLog string `json:"console_log"`
+	// ErrorFile is where msb-vmm writes {"error": "..."} when it cannot
+	// boot; unused by qemu.
+	ErrorFile string `json:"error_file,omitempty"`
+}
+
+// Kernel names libkrunfw5's kernel in the form each backend needs.
+type Kernel struct {
+	// Krunfw is libkrunfw.so.5 (krun loads the kernel from it).
+	Krunfw string `json:"krunfw,omitempty"`
+	// ELF is the same kernel wrapped for a PVH boot (qemu).
+	ELF string `json:"elf,omitempty"`
+}
+
+// Disk is one virtio-blk disk; the guest finds it by its serial, ID.
+type Disk struct {
+	ID       string `json:"id"`
+	Path     string `json:"path"`
+	Format   string `json:"format"` // "raw"
+	ReadOnly bool   `json:"read_only"`
+}
+
+// Share is one virtio-fs share of a host directory.
+type Share struct {
+	Tag      string `json:"tag"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// BootDiskID is the serial of the boot disk.
+const BootDiskID = "msb-boot"
+
+// Limits a spec must respect on both backends.
+const (
+	MaxVCPUs = 64
+	// MinMemoryMiB is what the kernel and agent need to boot at all.
+	MinMemoryMiB = 64
+	MaxMemoryMiB = 1 << 20
+	// MaxDisks keeps every device on an IRQ of the in-kernel IOAPIC
+	// (console + boot disk + disks + shares).
+	MaxDisks = 8
+	// maxSerial is virtio-blk's serial length.
+	maxSerial = 20
+)
+
+var diskID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Validate checks everything that does not need the file system.
+func (s *Spec) Validate() error {
+	var errs []error
+	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
+		errs = append(errs, fmt.Errorf("vcpus %d out of range 1-%d", s.VCPUs, MaxVCPUs))
+	}
+	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
+		errs = append(errs, fmt.Errorf("memory %d MiB out of range %d-%d", s.MemoryMiB, MinMemoryMiB, MaxMemoryMiB))
+	}
+	for _, p := range []struct{ name, path string }{
+		{"boot disk", s.BootDisk}, {"agent socket", s.AgentSocket}, {"console log", s.ConsoleLog},
+	} {
+		if !filepath.IsAbs(p.path) {
+			errs = append(errs, fmt.Errorf("%s path %q must be absolute", p.name, p.path))
+		}
+	}
+	if len(s.Disks)+len(s.Shares) > MaxDisks {
+		errs = append(errs, fmt.Errorf("%d disks and shares exceed the limit of %d", len(s.Disks)+len(s.Shares), MaxDisks))
+	}
+	seen := map[string]bool{BootDiskID: true}
+	for _, d := range s.Disks {
+		errs = append(errs, d.validate(seen))
+	}
+	for _, sh := range s.Shares {
+		if !diskID.MatchString(sh.Tag) || len(sh.Tag) > 36 {
+			errs = append(errs, fmt.Errorf("share tag %q is invalid", sh.Tag))
+		}
+		if !filepath.IsAbs(sh.Path) {
+			errs = append(errs, fmt.Errorf("share %q path %q must be absolute", sh.Tag, sh.Path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d Disk) validate(seen map[string]bool) error {
+	switch {
+	case !diskID.MatchString(d.ID) || len(d.ID) > maxSerial:
+		return fmt.Errorf("disk id %q is invalid (letters, digits, . _ -, at most %d)", d.ID, maxSerial)
+	case seen[d.ID]:
+		return fmt.Errorf("disk id %q is used twice", d.ID)
+	case !filepath.IsAbs(d.Path):
+		return fmt.Errorf("disk %q path %q must be absolute", d.ID, d.Path)
+	case d.Format != "raw":
+		return fmt.Errorf("disk %q format %q is not supported (raw)", d.ID, d.Format)
+	}
+	seen[d.ID] = true
+	return nil
+}
