@@ -1,0 +1,104 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/msb-runtime/msb/agent/api"
+)
+
+// qemu runs QEMU's microvm machine: KVM where the host has hardware
+// virtualization, TCG (software emulation) where it has none.
+type qemu struct {
+	opts Options
+	kvm  bool
+}
+
+func (q *qemu) Name() string {
+	if q.kvm {
+		return "qemu (kvm)"
+	}
+	return "qemu (tcg)"
+}
+
+func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, error) {
+	v := &vmm{name: "qemu", cmd: exec.Command(q.opts.QEMU, q.args(spec, files)...)}
+	deadline := time.Now().Add(q.opts.BootTimeout)
+	for _, sh := range spec.Shares {
+		sock := files.share(sh.Tag)
+		cmd := exec.Command(q.opts.Virtiofsd, virtiofsdArgs(sh, sock)...)
+		if err := v.addHelper(cmd, files.vmmLog, q.opts.DieWithParent); err != nil {
+			v.killHelpers()
+			return nil, err
+		}
+		if err := waitFile(sock, deadline, nil); err != nil {
+			v.killHelpers()
+			return nil, fmt.Errorf("virtiofsd for share %q: %w%s", sh.Tag, err, v.tails())
+		}
+	}
+	if err := v.start(files.vmmLog, q.opts.DieWithParent); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// args builds the QEMU command line. Device order is fixed: the console
+// first (hvc0), then the agent port, then the boot disk (/dev/vda) and the
+// disks in spec order.
+func (q *qemu) args(spec *Spec, files runFiles) []string {
+	accel, cpu, extra := "tcg", "max", "reboot=t"
+	if q.kvm {
+		accel, cpu = "kvm", "host"
+	}
+	mem := strconv.FormatUint(uint64(spec.MemoryMiB), 10) + "M"
+	a := []string{
+		"-M", "microvm,x-option-roms=off,rtc=on,isa-serial=off,acpi=off,memory-backend=mem",
+		"-accel", accel, "-cpu", cpu,
+		"-m", mem, "-smp", strconv.FormatUint(uint64(spec.VCPUs), 10),
+		// vhost-user (virtio-fs) needs shared guest memory and modern
+		// virtio-mmio; console and disks work the same on it.
+		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+		"-global", "virtio-mmio.force-legacy=false",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-device", "virtio-serial-device",
+		"-chardev", "file,id=con0,path=" + qesc(spec.ConsoleLog),
+		"-device", "virtconsole,chardev=con0",
+		"-chardev", "socket,id=agent,server=on,wait=off,path=" + qesc(spec.AgentSocket),
+		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
+	}
+	a = append(a, drive("boot", Disk{ID: BootDiskID, Path: spec.BootDisk, ReadOnly: true})...)
+	for i, d := range spec.Disks {
+		a = append(a, drive("d"+strconv.Itoa(i), d)...)
+	}
+	for i, sh := range spec.Shares {
+		id := "fs" + strconv.Itoa(i)
+		a = append(a, "-chardev", "socket,id="+id+",path="+qesc(files.share(sh.Tag)),
+			"-device", "vhost-user-fs-device,chardev="+id+",tag="+sh.Tag)
+	}
+	return append(a, "-kernel", spec.Kernel.ELF, "-append", cmdline(spec, extra))
+}
+
+func drive(id string, d Disk) []string {
+	ro := "off"
+	if d.ReadOnly {
+		ro = "on"
+	}
+	return []string{
+		"-drive", "id=" + id + ",if=none,format=raw,readonly=" + ro + ",file=" + qesc(d.Path),
+		"-device", "virtio-blk-device,drive=" + id + ",serial=" + d.ID,
+	}
+}
+
+func virtiofsdArgs(sh Share, sock string) []string {
+	// QEMU 7.2's C virtiofsd has no read-only export; the guest mounts
+	// read-only shares ro, and the shim only shares what the container
+	// may write through runc too (its bind mounts).
+	return []string{"--socket-path=" + sock, "-o", "source=" + sh.Path, "-o", "cache=auto", "-o", "sandbox=chroot"}
+}
+
+// qesc escapes a value for QEMU's comma-separated option syntax.
+func qesc(s string) string { return strings.ReplaceAll(s, ",", ",,") }

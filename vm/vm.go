@@ -1,0 +1,210 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/msb-runtime/msb/agent/api"
+)
+
+// VM is a running microVM whose agent answered.
+type VM struct {
+	// Agent is the channel to msb-agent in the guest.
+	Agent   *api.Client
+	Backend string
+	spec    Spec
+	opts    Options
+	proc    *vmm
+	files   runFiles
+
+	stopOnce sync.Once
+}
+
+// runFiles are the VMM's files, kept next to the console log.
+type runFiles struct {
+	dir, vmmLog, vmmSpec, vmmError string
+}
+
+func newRunFiles(spec *Spec) runFiles {
+	dir := filepath.Dir(spec.ConsoleLog)
+	return runFiles{
+		dir:      dir,
+		vmmLog:   filepath.Join(dir, "vmm.log"),
+		vmmSpec:  filepath.Join(dir, "vmm.json"),
+		vmmError: filepath.Join(dir, "vmm-error.json"),
+	}
+}
+
+func (f runFiles) share(tag string) string { return filepath.Join(f.dir, "fs-"+tag+".sock") }
+
+// Start boots a VM and returns once its agent answers. On any error
+// nothing is left running.
+func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
+	opts = opts.withDefaults()
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid VM spec: %w", err)
+	}
+	if err := spec.checkFiles(); err != nil {
+		return nil, err
+	}
+	host := DetectHostVirt()
+	b, err := SelectBackend(opts, host)
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("backend", b.Name()).Debugf("starting VM: %s", host.Reason)
+	files := newRunFiles(&spec)
+	_ = os.Remove(spec.AgentSocket)
+	_ = os.Remove(files.vmmError)
+	p, err := b.launch(ctx, &spec, files)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	v := &VM{Backend: b.Name(), spec: spec, opts: opts, proc: p, files: files}
+	if err := v.connect(ctx); err != nil {
+		p.kill()
+		v.removeFiles()
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return v, nil
+}
+
+// checkFiles checks what the VMM would otherwise fail on late or vaguely.
+func (s *Spec) checkFiles() error {
+	var errs []error
+	need := func(what, path string) {
+		if st, err := os.Stat(path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		} else if !st.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("%s %s is not a regular file", what, path))
+		}
+	}
+	need("boot disk", s.BootDisk)
+	for _, d := range s.Disks {
+		need("disk "+d.ID, d.Path)
+	}
+	for _, sh := range s.Shares {
+		if st, err := os.Stat(sh.Path); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("share %s: %s is not a directory", sh.Tag, sh.Path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// connect dials the agent socket and waits for Ping, failing early when
+// the VMM ends first and always by the boot deadline.
+func (v *VM) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, v.opts.BootTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	if err := waitFile(v.spec.AgentSocket, deadline, v.proc.done); err != nil {
+		return v.bootError(ctx, err)
+	}
+	conn, err := net.Dial("unix", v.spec.AgentSocket)
+	if err != nil {
+		return fmt.Errorf("dial agent: %w", err)
+	}
+	c, err := api.NewClient(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	pinged := make(chan error, 1)
+	go func() {
+		_, err := c.Ping(ctx, &api.PingRequest{})
+		pinged <- err
+	}()
+	select {
+	case err = <-pinged:
+	case <-v.proc.done:
+		err = errVMMEnded
+	}
+	if err != nil {
+		c.Close()
+		return v.bootError(ctx, err)
+	}
+	v.Agent = c
+	return nil
+}
+
+func (v *VM) bootError(ctx context.Context, err error) error {
+	if v.proc.exited() || errors.Is(err, errVMMEnded) {
+		<-v.proc.done
+		return fmt.Errorf("VM ended before its agent answered: %w", v.proc.endError())
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("agent did not answer within %s%s", v.opts.BootTimeout, v.proc.tails())
+	}
+	return fmt.Errorf("agent: %w%s", err, v.proc.tails())
+}
+
+// Pid is the VMM's process id.
+func (v *VM) Pid() int { return v.proc.cmd.Process.Pid }
+
+// Done is closed once the VMM has ended.
+func (v *VM) Done() <-chan struct{} { return v.proc.done }
+
+// Err says why the VMM ended; call it after Done is closed.
+func (v *VM) Err() error { return v.proc.endError() }
+
+// Shutdown asks the agent to end the VM cleanly (sync, unmount, reboot)
+// and kills the VMM if it has not ended within the stop timeout.
+func (v *VM) Shutdown(ctx context.Context) error {
+	var err error
+	v.stopOnce.Do(func() { err = v.shutdown(ctx) })
+	return err
+}
+
+func (v *VM) shutdown(ctx context.Context) error {
+	defer v.removeFiles()
+	defer v.Agent.Close()
+	ctx, cancel := context.WithTimeout(ctx, v.opts.StopTimeout)
+	defer cancel()
+	_, reqErr := v.Agent.Shutdown(ctx, &api.Empty{})
+	select {
+	case <-v.proc.done:
+		return nil
+	case <-ctx.Done():
+	}
+	v.proc.kill()
+	if reqErr != nil {
+		return fmt.Errorf("shutdown: %w; VMM killed", reqErr)
+	}
+	return fmt.Errorf("VM did not end within %s of shutdown; VMM killed", v.opts.StopTimeout)
+}
+
+// Kill ends the VMM at once.
+func (v *VM) Kill() {
+	v.stopOnce.Do(func() {
+		v.proc.kill()
+		v.Agent.Close()
+		v.removeFiles()
+	})
+}
+
+func (v *VM) removeFiles() {
+	for _, p := range []string{v.spec.AgentSocket, v.files.vmmSpec, v.files.vmmError} {
+		_ = os.Remove(p)
+	}
+	for _, sh := range v.spec.Shares {
+		_ = os.Remove(v.files.share(sh.Tag))
+	}
+}
+
+// waitGone waits for the VMM to end, at most d.
+func (v *VM) waitGone(d time.Duration) bool {
+	select {
+	case <-v.proc.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
