@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # MSB_CHANGED is read by the callers
 # Shared helpers for hack/setup, hack/install and hack/containerd-test.
 # Source after `set -euo pipefail`. Defines MSB_ROOT (the repo) and sources hack/env.
 
@@ -99,6 +100,16 @@ msb_newer() {
     [[ $s -nt $target ]] && return 0
   done
   return 1
+}
+
+# msb_output CMD...: CMD's stdout+stderr, "" if it fails. Version checks match
+# on this instead of piping into `grep -q`, which under pipefail fails at
+# random when grep exits early and the writer gets SIGPIPE.
+msb_output() { "$@" 2>&1 || true; }
+# msb_has_word TEXT WORD: WORD appears in TEXT delimited by whitespace.
+msb_has_word() {
+  local t=" ${1//[$'\n\t\r']/ } "
+  [[ $t == *" $2 "* ]]
 }
 
 # ---- versions --------------------------------------------------------------

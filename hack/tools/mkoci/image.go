@@ -4,7 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
 )
 
 const (
@@ -142,11 +143,11 @@ type fileLayer struct {
 	size           int64
 }
 
-func (l *fileLayer) Digest() (v1.Hash, error)           { return l.digest, nil }
-func (l *fileLayer) DiffID() (v1.Hash, error)           { return l.diffID, nil }
-func (l *fileLayer) Size() (int64, error)               { return l.size, nil }
+func (l *fileLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *fileLayer) Size() (int64, error)                { return l.size, nil }
 func (l *fileLayer) MediaType() (types.MediaType, error) { return types.OCILayer, nil }
-func (l *fileLayer) Compressed() (io.ReadCloser, error) { return os.Open(l.path) }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
 func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
 	f, err := os.Open(l.path)
 	if err != nil {

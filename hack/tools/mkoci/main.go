@@ -6,7 +6,7 @@
 //	      [-user U] [-workdir D] [-push REF]... LAYER.tar...
 //
 // Layers are given bottom first. Uncompressed layer tars are gzip-compressed
-// (deterministically: no gzip timestamp); already gzip-compressed layers are
+// (klauspost/compress gzip, level 6, no timestamp: deterministic); already gzip-compressed layers are
 // used as they are. The config is linux/amd64 with a fixed creation time
 // (SOURCE_DATE_EPOCH, or the Unix epoch), so the same inputs always give the
 // same image digest. index.json carries both io.containerd.image.name (the full
