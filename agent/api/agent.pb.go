@@ -712,6 +712,348 @@ func (x *ResizePtyRequest) GetHeight() uint32 {
 	return 0
 }
 
+// A container without a cgroup (the guest kernel has no cgroup2) answers
+// Stats, Pause, Resume, UpdateContainer and WaitOOM with Unimplemented, as
+// does WaitOOM without the memory controller.
+type ContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRequest) Reset() {
+	*x = ContainerRequest{}
+	mi := &file_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRequest) ProtoMessage() {}
+
+func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
+func (*ContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ProcessInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// exec_id is the exec a pid was started as; "" for the init process and
+	// for processes the agent did not start (their children).
+	ExecId        string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProcessInfo) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+type PidsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PidsResponse) Reset() {
+	*x = PidsResponse{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PidsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PidsResponse) ProtoMessage() {}
+
+func (x *PidsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
+func (*PidsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PidsResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metrics is the protobuf encoding of
+	// github.com/containerd/cgroups/v3/cgroup2/stats.Metrics.
+	Metrics       []byte `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StatsResponse) GetMetrics() []byte {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type UpdateContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// resources is an OCI runtime spec LinuxResources (JSON).
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type WaitOOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// seen is the oom_kill count the host already knows of.
+	Seen          uint64 `protobuf:"varint,2,opt,name=seen,proto3" json:"seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMRequest) Reset() {
+	*x = WaitOOMRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMRequest) ProtoMessage() {}
+
+func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
+func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WaitOOMRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WaitOOMRequest) GetSeen() uint64 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+type WaitOOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// oom_kills is the container's oom_kill count in memory.events.
+	OomKills      uint64 `protobuf:"varint,1,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMResponse) Reset() {
+	*x = WaitOOMResponse{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMResponse) ProtoMessage() {}
+
+func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
+func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WaitOOMResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -759,7 +1101,24 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
 	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
-	"\x06height\x18\x04 \x01(\rR\x06height2\x8c\x05\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"\"\n" +
+	"\x10ContainerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"8\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"G\n" +
+	"\fPidsResponse\x127\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x19.msb.agent.v1.ProcessInfoR\tprocesses\")\n" +
+	"\rStatsResponse\x12\x18\n" +
+	"\ametrics\x18\x01 \x01(\fR\ametrics\"F\n" +
+	"\x16UpdateContainerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"4\n" +
+	"\x0eWaitOOMRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04seen\x18\x02 \x01(\x04R\x04seen\".\n" +
+	"\x0fWaitOOMResponse\x12\x1b\n" +
+	"\toom_kills\x18\x01 \x01(\x04R\boomKills2\xa9\b\n" +
 	"\x05Agent\x12=\n" +
 	"\x04Ping\x12\x19.msb.agent.v1.PingRequest\x1a\x1a.msb.agent.v1.PingResponse\x12L\n" +
 	"\x0fCreateContainer\x12$.msb.agent.v1.CreateContainerRequest\x1a\x13.msb.agent.v1.Empty\x12L\n" +
@@ -770,7 +1129,13 @@ const file_agent_proto_rawDesc = "" +
 	"\tResizePty\x12\x1e.msb.agent.v1.ResizePtyRequest\x1a\x13.msb.agent.v1.Empty\x12?\n" +
 	"\n" +
 	"CloseStdin\x12\x1c.msb.agent.v1.ProcessRequest\x1a\x13.msb.agent.v1.Empty\x124\n" +
-	"\bShutdown\x12\x13.msb.agent.v1.Empty\x1a\x13.msb.agent.v1.EmptyB*Z(github.com/msb-runtime/msb/agent/api;apib\x06proto3"
+	"\bShutdown\x12\x13.msb.agent.v1.Empty\x1a\x13.msb.agent.v1.Empty\x12B\n" +
+	"\x04Pids\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x1a.msb.agent.v1.PidsResponse\x12D\n" +
+	"\x05Stats\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x1b.msb.agent.v1.StatsResponse\x12<\n" +
+	"\x05Pause\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x13.msb.agent.v1.Empty\x12=\n" +
+	"\x06Resume\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x13.msb.agent.v1.Empty\x12L\n" +
+	"\x0fUpdateContainer\x12$.msb.agent.v1.UpdateContainerRequest\x1a\x13.msb.agent.v1.Empty\x12F\n" +
+	"\aWaitOOM\x12\x1c.msb.agent.v1.WaitOOMRequest\x1a\x1d.msb.agent.v1.WaitOOMResponseB*Z(github.com/msb-runtime/msb/agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -784,7 +1149,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                  // 0: msb.agent.v1.Empty
 	(*PingRequest)(nil),            // 1: msb.agent.v1.PingRequest
@@ -798,32 +1163,52 @@ var file_agent_proto_goTypes = []any{
 	(*WaitProcessResponse)(nil),    // 9: msb.agent.v1.WaitProcessResponse
 	(*SignalProcessRequest)(nil),   // 10: msb.agent.v1.SignalProcessRequest
 	(*ResizePtyRequest)(nil),       // 11: msb.agent.v1.ResizePtyRequest
+	(*ContainerRequest)(nil),       // 12: msb.agent.v1.ContainerRequest
+	(*ProcessInfo)(nil),            // 13: msb.agent.v1.ProcessInfo
+	(*PidsResponse)(nil),           // 14: msb.agent.v1.PidsResponse
+	(*StatsResponse)(nil),          // 15: msb.agent.v1.StatsResponse
+	(*UpdateContainerRequest)(nil), // 16: msb.agent.v1.UpdateContainerRequest
+	(*WaitOOMRequest)(nil),         // 17: msb.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),        // 18: msb.agent.v1.WaitOOMResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: msb.agent.v1.CreateContainerRequest.rootfs:type_name -> msb.agent.v1.Mount
-	1,  // 1: msb.agent.v1.Agent.Ping:input_type -> msb.agent.v1.PingRequest
-	4,  // 2: msb.agent.v1.Agent.CreateContainer:input_type -> msb.agent.v1.CreateContainerRequest
-	5,  // 3: msb.agent.v1.Agent.DeleteContainer:input_type -> msb.agent.v1.DeleteContainerRequest
-	6,  // 4: msb.agent.v1.Agent.StartProcess:input_type -> msb.agent.v1.StartProcessRequest
-	8,  // 5: msb.agent.v1.Agent.WaitProcess:input_type -> msb.agent.v1.ProcessRequest
-	10, // 6: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
-	11, // 7: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
-	8,  // 8: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
-	0,  // 9: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
-	2,  // 10: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
-	0,  // 11: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
-	0,  // 12: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
-	7,  // 13: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
-	9,  // 14: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
-	0,  // 15: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
-	0,  // 16: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
-	0,  // 17: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
-	0,  // 18: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
-	10, // [10:19] is the sub-list for method output_type
-	1,  // [1:10] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	13, // 1: msb.agent.v1.PidsResponse.processes:type_name -> msb.agent.v1.ProcessInfo
+	1,  // 2: msb.agent.v1.Agent.Ping:input_type -> msb.agent.v1.PingRequest
+	4,  // 3: msb.agent.v1.Agent.CreateContainer:input_type -> msb.agent.v1.CreateContainerRequest
+	5,  // 4: msb.agent.v1.Agent.DeleteContainer:input_type -> msb.agent.v1.DeleteContainerRequest
+	6,  // 5: msb.agent.v1.Agent.StartProcess:input_type -> msb.agent.v1.StartProcessRequest
+	8,  // 6: msb.agent.v1.Agent.WaitProcess:input_type -> msb.agent.v1.ProcessRequest
+	10, // 7: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
+	11, // 8: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
+	8,  // 9: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
+	0,  // 10: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
+	12, // 11: msb.agent.v1.Agent.Pids:input_type -> msb.agent.v1.ContainerRequest
+	12, // 12: msb.agent.v1.Agent.Stats:input_type -> msb.agent.v1.ContainerRequest
+	12, // 13: msb.agent.v1.Agent.Pause:input_type -> msb.agent.v1.ContainerRequest
+	12, // 14: msb.agent.v1.Agent.Resume:input_type -> msb.agent.v1.ContainerRequest
+	16, // 15: msb.agent.v1.Agent.UpdateContainer:input_type -> msb.agent.v1.UpdateContainerRequest
+	17, // 16: msb.agent.v1.Agent.WaitOOM:input_type -> msb.agent.v1.WaitOOMRequest
+	2,  // 17: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
+	0,  // 18: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
+	0,  // 19: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
+	7,  // 20: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
+	9,  // 21: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
+	0,  // 22: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
+	0,  // 23: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
+	0,  // 24: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
+	0,  // 25: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
+	14, // 26: msb.agent.v1.Agent.Pids:output_type -> msb.agent.v1.PidsResponse
+	15, // 27: msb.agent.v1.Agent.Stats:output_type -> msb.agent.v1.StatsResponse
+	0,  // 28: msb.agent.v1.Agent.Pause:output_type -> msb.agent.v1.Empty
+	0,  // 29: msb.agent.v1.Agent.Resume:output_type -> msb.agent.v1.Empty
+	0,  // 30: msb.agent.v1.Agent.UpdateContainer:output_type -> msb.agent.v1.Empty
+	18, // 31: msb.agent.v1.Agent.WaitOOM:output_type -> msb.agent.v1.WaitOOMResponse
+	17, // [17:32] is the sub-list for method output_type
+	2,  // [2:17] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -837,7 +1222,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

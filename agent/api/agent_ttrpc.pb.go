@@ -17,6 +17,12 @@ type AgentService interface {
 	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
 	CloseStdin(context.Context, *ProcessRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
+	Pids(context.Context, *ContainerRequest) (*PidsResponse, error)
+	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
+	Pause(context.Context, *ContainerRequest) (*Empty, error)
+	Resume(context.Context, *ContainerRequest) (*Empty, error)
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
+	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -84,6 +90,48 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Shutdown(ctx, &req)
+			},
+			"Pids": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Pids(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
+			},
+			"Pause": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Pause(ctx, &req)
+			},
+			"Resume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Resume(ctx, &req)
+			},
+			"UpdateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateContainer(ctx, &req)
+			},
+			"WaitOOM": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitOOMRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitOOM(ctx, &req)
 			},
 		},
 	})
@@ -166,6 +214,54 @@ func (c *agentClient) CloseStdin(ctx context.Context, req *ProcessRequest) (*Emp
 func (c *agentClient) Shutdown(ctx context.Context, req *Empty) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "Shutdown", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Pids(ctx context.Context, req *ContainerRequest) (*PidsResponse, error) {
+	var resp PidsResponse
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "Pids", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "Stats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Pause(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "Pause", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Resume(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "Resume", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "UpdateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
+	var resp WaitOOMResponse
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "WaitOOM", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -1,0 +1,27 @@
+// Command msb-agent is the guest's PID 1 (/init on the boot disk). Run as
+// "msb-agent exec-init" it is the setup stage of a container process.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/msb-runtime/msb/agent/boot"
+	"github.com/msb-runtime/msb/agent/process"
+	"github.com/msb-runtime/msb/agent/service"
+)
+
+func main() {
+	// As PID 1, the kernel may pass command line words as arguments:
+	// ignore them.
+	if os.Getpid() != 1 && len(os.Args) > 1 {
+		switch os.Args[1] {
+		case process.InitArg:
+			process.RunInit()
+		case "--version", "version":
+			fmt.Println("msb-agent", service.Version)
+			return
+		}
+	}
+	boot.Run()
+}

@@ -1,0 +1,176 @@
+package process
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDrainIdle is how long output may stay silent after a process
+// exited before its streams are closed anyway.
+const DefaultDrainIdle = 2 * time.Second
+
+// Options say how to start a process.
+type Options struct {
+	// Root is the container root the process is chrooted into.
+	Root string
+	Spec *specs.Process
+	// Cgroup is the container's cgroup directory (O_PATH); the process is
+	// cloned straight into it. nil leaves it in the agent's cgroup.
+	Cgroup   *os.File
+	CgroupNS bool
+	// Streams are the host's stdio streams by fd (0, 1, 2); absent ones
+	// are /dev/null (or, with a terminal, have no counterpart).
+	Streams map[int]net.Conn
+	// Ptmx is where a terminal's pty comes from (the container's
+	// /dev/pts/ptmx); "" means the agent's /dev/ptmx.
+	Ptmx string
+	// DrainIdle bounds the output drain after exit; 0 is DefaultDrainIdle.
+	DrainIdle time.Duration
+	// OnExit runs once the exit is recorded, before the drain (the init
+	// process kills the rest of its container there).
+	OnExit func(Exit)
+	// Exe is the agent binary to re-exec; "" is /proc/self/exe.
+	Exe string
+}
+
+// Start starts p: the setup stage is forked into the cgroup and session,
+// reads its config and execs the program; a setup or exec failure comes
+// back as the error, with the streams closed.
+func (p *Process) Start(o Options) (err error) {
+	if err := p.claim(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			closeStreams(o.Streams) // the host reads EOF; most are closed already
+			p.fail(err)
+		}
+	}()
+	if o.Spec == nil || len(o.Spec.Args) == 0 {
+		return fmt.Errorf("process has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	pio, err := newIO(o)
+	if err != nil {
+		return err
+	}
+	pid, pidfd, exitCh, err := launch(o, pio)
+	if err != nil {
+		pio.abort()
+		return err
+	}
+	p.running(pid, pidfd, pio, o.Spec.Terminal)
+	pio.start()
+	go p.supervise(exitCh, pio, o)
+	return nil
+}
+
+func closeStreams(streams map[int]net.Conn) {
+	for _, c := range streams {
+		c.Close()
+	}
+}
+
+func newIO(o Options) (*procIO, error) {
+	if !o.Spec.Terminal {
+		return newPipeIO(o.Streams)
+	}
+	ptmx := o.Ptmx
+	if ptmx == "" {
+		ptmx = "/dev/ptmx"
+	}
+	var w, h uint
+	if sz := o.Spec.ConsoleSize; sz != nil {
+		w, h = sz.Width, sz.Height
+	}
+	return newPtyIO(ptmx, o.Streams, w, h)
+}
+
+// launch forks the setup stage, hands it its config and waits for execve.
+func launch(o Options, pio *procIO) (pid, pidfd int, exitCh <-chan unix.WaitStatus, err error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 0, -1, nil, fmt.Errorf("config pipe: %w", err)
+	}
+	defer cfgW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		return 0, -1, nil, fmt.Errorf("error pipe: %w", err)
+	}
+	defer errR.Close()
+	pid, pidfd, exitCh, err = fork(o, pio, cfgR, errW)
+	cfgR.Close()
+	errW.Close()
+	pio.closeChild()
+	if err != nil {
+		return 0, -1, nil, err
+	}
+	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS}
+	werr := cfg.encode(cfgW)
+	cfgW.Close()
+	msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
+	if len(msg) == 0 && werr == nil {
+		return pid, pidfd, exitCh, nil
+	}
+	ws := <-exitCh // the setup stage exits right after reporting
+	unix.Close(pidfd)
+	if len(msg) == 0 {
+		return 0, -1, nil, fmt.Errorf("process setup exited with status %d before exec: %w", ExitStatus(ws), werr)
+	}
+	return 0, -1, nil, fmt.Errorf("%s", strings.TrimSpace(string(msg)))
+}
+
+// fork starts the agent's setup stage; the reaper owns its exit status.
+func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.WaitStatus, error) {
+	exe := o.Exe
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	pidfd := -1
+	sys := &syscall.SysProcAttr{Setsid: true, Setctty: o.Spec.Terminal, Ctty: 0, PidFD: &pidfd}
+	if o.Cgroup != nil {
+		sys.UseCgroupFD = true
+		sys.CgroupFD = int(o.Cgroup.Fd())
+	}
+	attr := &syscall.ProcAttr{
+		Env:   []string{},
+		Files: []uintptr{pio.child[0].Fd(), pio.child[1].Fd(), pio.child[2].Fd(), cfgR.Fd(), errW.Fd()},
+		Sys:   sys,
+	}
+	pid, exitCh, err := theReaper.fork(func() (int, error) {
+		return syscall.ForkExec(exe, []string{"msb-agent", InitArg}, attr)
+	})
+	if err != nil {
+		return 0, -1, nil, fmt.Errorf("fork process setup (%s): %w", exe, err)
+	}
+	return pid, pidfd, exitCh, nil
+}
+
+// supervise records the exit, lets OnExit run, drains the output and
+// releases Wait.
+func (p *Process) supervise(exitCh <-chan unix.WaitStatus, pio *procIO, o Options) {
+	ws := <-exitCh
+	e := Exit{Status: ExitStatus(ws), At: time.Now()}
+	p.stopped(e)
+	log.L.Debugf("%s (pid %d) exited with %d", p.name(), p.Pid(), e.Status)
+	if o.OnExit != nil {
+		o.OnExit(e)
+	}
+	idle := o.DrainIdle
+	if idle == 0 {
+		idle = DefaultDrainIdle
+	}
+	pio.exited(idle)
+	pio.wait()
+	close(p.done)
+}
