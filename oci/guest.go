@@ -1,0 +1,461 @@
+package oci
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/rootfs"
+	"github.com/msb-runtime/msb/vm"
+)
+
+// MinRootDisks is what a root on disks needs at least (the ext4 upper and
+// one layer, flattened if need be): the default share budget leaves it.
+const MinRootDisks = 2
+
+// GuestOptions say where the container lives in the guest.
+type GuestOptions struct {
+	// ContainerID names the guest directory (rootfs.GuestDir).
+	ContainerID string
+	// Root is the guest root, rootfs.RootPath(ContainerID).
+	Root string
+	// MaxShares is how many virtio-fs shares the bind mounts may use; 0
+	// means vm.MaxDisks - MinRootDisks. The rest of vm.MaxDisks is for the
+	// root: pass vm.MaxDisks - len(Guest.Shares) to rootfs.Prepare.
+	MaxShares int
+}
+
+// Guest is the container as the VM runs it.
+type Guest struct {
+	// Spec is a rewritten copy of the spec for the agent
+	// (CreateContainerRequest.spec, as JSON).
+	Spec *specs.Spec
+	// Shares are virtio-fs shares of host directories for vm.Spec.Shares.
+	Shares []vm.Share
+	// Mounts mount the shares in the guest: put them before the rootfs
+	// plan in CreateContainerRequest.rootfs.
+	Mounts []*api.Mount
+	// NetNS is the host network namespace the container asked to join
+	// ("" for none); the guest spec has no network namespace entry then, so
+	// the container uses the VM's.
+	NetNS string
+	// HostHooks are the hooks the shim must run on the host
+	// (createRuntime, prestart, poststart, poststop); nil when there are
+	// none.
+	HostHooks *specs.Hooks
+	// Warnings say what was dropped, and why; the shim logs them.
+	Warnings []string
+}
+
+// SharesDir is where the guest mounts container id's virtio-fs shares.
+func SharesDir(id string) string { return path.Join(rootfs.GuestDir(id), "shares") }
+
+// GuestSpec rewrites spec for the guest; see the package documentation for
+// what is translated, refused or dropped. spec itself is not changed.
+func GuestSpec(spec *specs.Spec, opts GuestOptions) (*Guest, error) {
+	if spec == nil {
+		return nil, fmt.Errorf("no OCI spec: %w", errdefs.ErrInvalidArgument)
+	}
+	if opts.ContainerID == "" || strings.ContainsAny(opts.ContainerID, "/\x00") || opts.ContainerID == "." || opts.ContainerID == ".." {
+		return nil, fmt.Errorf("container id %q is invalid: %w", opts.ContainerID, errdefs.ErrInvalidArgument)
+	}
+	if !path.IsAbs(opts.Root) {
+		return nil, fmt.Errorf("guest root %q is not an absolute path: %w", opts.Root, errdefs.ErrInvalidArgument)
+	}
+	if opts.MaxShares == 0 {
+		opts.MaxShares = vm.MaxDisks - MinRootDisks
+	}
+	if err := Process(spec.Process); err != nil {
+		return nil, err
+	}
+	s, err := deepCopy(spec)
+	if err != nil {
+		return nil, err
+	}
+	g := &Guest{Spec: s}
+	switch {
+	case s.Windows != nil:
+		return nil, unsupported("the windows section")
+	case s.Solaris != nil:
+		return nil, unsupported("the solaris section")
+	case s.VM != nil:
+		return nil, unsupported("the vm section (msb chooses the VM's kernel and image itself)")
+	case s.ZOS != nil:
+		return nil, unsupported("the zos section")
+	case s.FreeBSD != nil:
+		return nil, unsupported("the freebsd section")
+	}
+	readonly := s.Root != nil && s.Root.Readonly
+	s.Root = &specs.Root{Path: opts.Root, Readonly: readonly}
+
+	if err := g.hooks(); err != nil {
+		return nil, err
+	}
+	if err := g.linux(); err != nil {
+		return nil, err
+	}
+	if err := g.mounts(opts); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func unsupported(what string) error {
+	return fmt.Errorf("%s cannot be honoured in a microVM: %w", what, errdefs.ErrNotImplemented)
+}
+
+func deepCopy(s *specs.Spec) (*specs.Spec, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("copy OCI spec: %w", err)
+	}
+	var c specs.Spec
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("copy OCI spec: %w", err)
+	}
+	return &c, nil
+}
+
+func (g *Guest) warnf(format string, args ...any) {
+	g.Warnings = append(g.Warnings, fmt.Sprintf(format, args...))
+}
+
+func (g *Guest) hooks() error {
+	h := g.Spec.Hooks
+	g.Spec.Hooks = nil
+	if h == nil {
+		return nil
+	}
+	if len(h.CreateContainer) > 0 || len(h.StartContainer) > 0 {
+		return fmt.Errorf("OCI hooks createContainer/startContainer run inside the container, "+
+			"where the host's hook binaries (%s) do not exist in a microVM: %w", hookPaths(h.CreateContainer, h.StartContainer), errdefs.ErrNotImplemented)
+	}
+	host := &specs.Hooks{Prestart: h.Prestart, CreateRuntime: h.CreateRuntime, Poststart: h.Poststart, Poststop: h.Poststop} //nolint:staticcheck // Prestart is deprecated, still honoured
+	if len(host.Prestart)+len(host.CreateRuntime)+len(host.Poststart)+len(host.Poststop) == 0 {
+		return nil
+	}
+	g.HostHooks = host
+	g.warnf("OCI hooks (%s) are host hooks: they are not run in the guest; the shim runs them on the host",
+		hookPaths(host.Prestart, host.CreateRuntime, host.Poststart, host.Poststop))
+	return nil
+}
+
+func hookPaths(lists ...[]specs.Hook) string {
+	var ps []string
+	for _, l := range lists {
+		for _, h := range l {
+			ps = append(ps, h.Path)
+		}
+	}
+	return strings.Join(ps, ", ")
+}
+
+// guestDevices are devices every Linux guest has, with the host's numbers.
+var guestDevices = map[[2]int64]string{
+	{1, 3}: "null", {1, 5}: "zero", {1, 7}: "full", {1, 8}: "random", {1, 9}: "urandom",
+	{5, 0}: "tty", {5, 1}: "console", {5, 2}: "ptmx", {10, 200}: "net/tun", {10, 229}: "fuse",
+}
+
+func (g *Guest) linux() error {
+	l := g.Spec.Linux
+	if l == nil {
+		return nil
+	}
+	if l.IntelRdt != nil {
+		return unsupported("linux.intelRdt (host cache and memory bandwidth allocation)")
+	}
+	if len(l.NetDevices) > 0 {
+		return unsupported("linux.netDevices (moving host network interfaces into the container)")
+	}
+	if l.MemoryPolicy != nil {
+		g.warnf("linux.memoryPolicy names host NUMA nodes: dropped")
+		l.MemoryPolicy = nil
+	}
+	var ns []specs.LinuxNamespace
+	for _, n := range l.Namespaces {
+		switch {
+		case n.Path == "":
+			ns = append(ns, n)
+		case n.Type == specs.NetworkNamespace:
+			// The container uses the VM's network namespace; the VMM
+			// connects the VM to this one.
+			g.NetNS = n.Path
+		default:
+			return fmt.Errorf("joining the host's %s namespace %s cannot be done from a microVM "+
+				"(only a network namespace path is accepted): %w", n.Type, n.Path, errdefs.ErrNotImplemented)
+		}
+	}
+	l.Namespaces = ns
+	for _, d := range l.Devices {
+		if d.Type == "p" {
+			continue
+		}
+		if _, ok := guestDevices[[2]int64{d.Major, d.Minor}]; !ok || (d.Type != "c" && d.Type != "u") {
+			return fmt.Errorf("host device %s (%s %d:%d) cannot be passed into the VM (it has only %s): %w",
+				d.Path, d.Type, d.Major, d.Minor, strings.Join(sortedValues(guestDevices), ", "), errdefs.ErrNotImplemented)
+		}
+	}
+	if r := l.Resources; r != nil {
+		if r.CPU != nil && (r.CPU.Cpus != "" || r.CPU.Mems != "") {
+			g.warnf("linux.resources.cpu.cpus %q / mems %q name host CPUs and NUMA nodes: dropped "+
+				"(the VM's vCPU count follows them; see VMSize)", r.CPU.Cpus, r.CPU.Mems)
+			r.CPU.Cpus, r.CPU.Mems = "", ""
+		}
+		if b := r.BlockIO; b != nil {
+			n := len(b.WeightDevice) + len(b.ThrottleReadBpsDevice) + len(b.ThrottleWriteBpsDevice) +
+				len(b.ThrottleReadIOPSDevice) + len(b.ThrottleWriteIOPSDevice)
+			if n > 0 {
+				g.warnf("%d linux.resources.blockIO per-device rules name host block devices: dropped", n)
+				b.WeightDevice, b.ThrottleReadBpsDevice, b.ThrottleWriteBpsDevice = nil, nil, nil
+				b.ThrottleReadIOPSDevice, b.ThrottleWriteIOPSDevice = nil, nil
+			}
+		}
+	}
+	return nil
+}
+
+func sortedValues(m map[[2]int64]string) []string {
+	var v []string
+	for _, s := range m {
+		v = append(v, s)
+	}
+	sort.Strings(v)
+	return v
+}
+
+// Mount types that mean the same inside the VM.
+var passThroughTypes = map[string]bool{
+	"proc": true, "sysfs": true, "devpts": true, "tmpfs": true, "mqueue": true, "cgroup": true, "cgroup2": true,
+}
+
+// Bind mount options the guest can honour.
+var bindOptions = map[string]bool{
+	"bind": true, "rbind": true, "ro": true, "rw": true, "defaults": true,
+	"nosuid": true, "suid": true, "nodev": true, "dev": true, "noexec": true, "exec": true,
+	"noatime": true, "atime": true, "relatime": true, "norelatime": true, "strictatime": true, "nostrictatime": true,
+	"nodiratime": true, "diratime": true, "nosymfollow": true, "symfollow": true, "sync": true, "async": true,
+	"rro": true, "rrw": true, "rnosuid": true, "rsuid": true, "rnodev": true, "rdev": true, "rnoexec": true, "rexec": true,
+	"rnoatime": true, "ratime": true, "rrelatime": true, "rnorelatime": true, "rstrictatime": true, "rnostrictatime": true,
+	"rnodiratime": true, "rdiratime": true, "rnosymfollow": true, "rsymfollow": true,
+	"private": true, "rprivate": true, "slave": true, "rslave": true, "unbindable": true, "runbindable": true,
+}
+
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || m.Type == "rbind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+func bindReadOnly(opts []string) bool {
+	ro := false
+	for _, o := range opts {
+		switch o {
+		case "ro", "rro":
+			ro = true
+		case "rw", "rrw":
+			ro = false
+		}
+	}
+	return ro
+}
+
+// bind is one bind mount of the spec, resolved on the host.
+type bind struct {
+	index int    // in spec.Mounts
+	dir   string // host directory to share
+	rel   string // the source below dir ("" for dir itself)
+	ro    bool
+}
+
+// share is one virtio-fs share and the binds it serves.
+type share struct {
+	dir   string
+	ro    bool
+	tag   string
+	first int // first spec mount using it, for a stable order
+}
+
+func (g *Guest) mounts(opts GuestOptions) error {
+	s := g.Spec
+	var binds []*bind
+	for i, m := range s.Mounts {
+		where := fmt.Sprintf("mount %d (%s on %s)", i, m.Type, m.Destination)
+		if !path.IsAbs(m.Destination) {
+			return fmt.Errorf("%s: destination must be an absolute path: %w", where, errdefs.ErrInvalidArgument)
+		}
+		if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.Contains(m.Options, "idmap") || slices.Contains(m.Options, "ridmap") {
+			return fmt.Errorf("%s: idmapped mounts are not supported in the VM: %w", where, errdefs.ErrNotImplemented)
+		}
+		if !isBind(m) {
+			if !passThroughTypes[m.Type] {
+				return fmt.Errorf("%s: mount type %q cannot be honoured in the VM (it passes proc, sysfs, devpts, tmpfs, "+
+					"mqueue, cgroup, cgroup2 and binds of host directories and files): %w", where, m.Type, errdefs.ErrNotImplemented)
+			}
+			continue
+		}
+		b, err := resolveBind(where, i, m)
+		if err != nil {
+			return err
+		}
+		binds = append(binds, b)
+	}
+	shares, byBind := planShares(binds)
+	if len(shares) > opts.MaxShares {
+		var dirs []string
+		for _, sh := range shares {
+			dirs = append(dirs, sh.dir)
+		}
+		return fmt.Errorf("the bind mounts need %d virtio-fs shares (%s), more than the %d the VM has room for "+
+			"(vm.MaxDisks %d, of which the root needs %d): %w", len(shares), strings.Join(dirs, ", "),
+			opts.MaxShares, vm.MaxDisks, MinRootDisks, errdefs.ErrResourceExhausted)
+	}
+	base := SharesDir(opts.ContainerID)
+	for _, sh := range shares {
+		mode := "rw"
+		if sh.ro {
+			mode = "ro"
+		}
+		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.ro})
+		g.Mounts = append(g.Mounts, &api.Mount{Type: "virtiofs", Source: sh.tag, Target: path.Join(base, sh.tag), Options: []string{mode}})
+	}
+	for _, b := range binds {
+		sh := byBind[b]
+		rel, err := filepath.Rel(sh.dir, filepath.Join(b.dir, b.rel))
+		if err != nil {
+			return err
+		}
+		s.Mounts[b.index].Source = path.Join(base, sh.tag, filepath.ToSlash(rel))
+	}
+	return nil
+}
+
+func resolveBind(where string, i int, m specs.Mount) (*bind, error) {
+	for _, o := range m.Options {
+		switch {
+		case o == "shared" || o == "rshared":
+			return nil, fmt.Errorf("%s: %s propagation would have to reach the host, which a virtio-fs share cannot do: %w",
+				where, o, errdefs.ErrNotImplemented)
+		case !bindOptions[o]:
+			return nil, fmt.Errorf("%s: bind option %q cannot be honoured in the VM: %w", where, o, errdefs.ErrNotImplemented)
+		}
+	}
+	if !filepath.IsAbs(m.Source) {
+		return nil, fmt.Errorf("%s: bind source %q is not an absolute host path: %w", where, m.Source, errdefs.ErrInvalidArgument)
+	}
+	src, err := filepath.EvalSymlinks(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bind source: %w: %w", where, err, errdefs.ErrNotFound)
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bind source: %w", where, err)
+	}
+	b := &bind{index: i, ro: bindReadOnly(m.Options)}
+	switch t := st.Mode().Type(); {
+	case st.IsDir():
+		b.dir = src
+	case st.Mode().IsRegular():
+		b.dir, b.rel = filepath.Dir(src), filepath.Base(src)
+	default:
+		what := map[os.FileMode]string{os.ModeSocket: "a socket", os.ModeNamedPipe: "a FIFO",
+			os.ModeDevice: "a block device", os.ModeDevice | os.ModeCharDevice: "a character device"}[t]
+		if what == "" {
+			what = t.String()
+		}
+		return nil, fmt.Errorf("%s: bind source %s is %s, which a virtio-fs share cannot carry into the VM "+
+			"(devices go in linux.devices): %w", where, src, what, errdefs.ErrNotImplemented)
+	}
+	return b, nil
+}
+
+// planShares picks one share per distinct host directory, folding a
+// directory into a shared ancestor unless it needs write access to a
+// read-only share.
+func planShares(binds []*bind) ([]*share, map[*bind]*share) {
+	type dirUse struct {
+		dir   string
+		ro    bool
+		first int
+		binds []*bind
+	}
+	uses := map[string]*dirUse{}
+	for _, b := range binds {
+		u := uses[b.dir]
+		if u == nil {
+			u = &dirUse{dir: b.dir, ro: true, first: b.index}
+			uses[b.dir] = u
+		}
+		u.ro = u.ro && b.ro
+		u.binds = append(u.binds, b)
+	}
+	var dirs []*dirUse
+	for _, u := range uses {
+		dirs = append(dirs, u)
+	}
+	// Ancestors first.
+	sort.Slice(dirs, func(i, j int) bool {
+		if len(dirs[i].dir) != len(dirs[j].dir) {
+			return len(dirs[i].dir) < len(dirs[j].dir)
+		}
+		return dirs[i].dir < dirs[j].dir
+	})
+	var shares []*share
+	byBind := map[*bind]*share{}
+	for _, u := range dirs {
+		var into *share
+		for _, sh := range shares {
+			if within(u.dir, sh.dir) && (!sh.ro || u.ro) {
+				into = sh
+				break
+			}
+		}
+		if into == nil {
+			into = &share{dir: u.dir, ro: u.ro, tag: shareTag(u.dir, u.ro), first: u.first}
+			shares = append(shares, into)
+		}
+		into.first = min(into.first, u.first)
+		for _, b := range u.binds {
+			byBind[b] = into
+		}
+	}
+	sort.SliceStable(shares, func(i, j int) bool { return shares[i].first < shares[j].first })
+	return shares, byBind
+}
+
+func within(dir, parent string) bool {
+	return dir == parent || parent == "/" || strings.HasPrefix(dir, parent+"/")
+}
+
+// shareTag is "<base>-<hash>": see the package documentation.
+func shareTag(dir string, ro bool) string {
+	mode := "rw"
+	if ro {
+		mode = "ro"
+	}
+	sum := sha256.Sum256([]byte(dir + "\x00" + mode))
+	base := []byte(filepath.Base(dir))
+	if dir == "/" {
+		base = []byte("root")
+	}
+	if len(base) > 12 {
+		base = base[:12]
+	}
+	for i, c := range base {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			base[i] = '_'
+		}
+	}
+	if c := base[0]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+		base = append([]byte("s"), base...)
+	}
+	return string(base) + "-" + hex.EncodeToString(sum[:6])
+}
