@@ -136,6 +136,11 @@ func (v *VM) connect(ctx context.Context) error {
 }
 
 func (v *VM) bootError(ctx context.Context, err error) error {
+	// A channel that closes during boot usually means the VMM is ending:
+	// give it a moment so the error says why.
+	if !errors.Is(err, errVMMEnded) {
+		v.waitGone(time.Second)
+	}
 	if v.proc.exited() || errors.Is(err, errVMMEnded) {
 		<-v.proc.done
 		return fmt.Errorf("VM ended before its agent answered: %w", v.proc.endError())

@@ -183,6 +183,12 @@ func (f *fixture) create(t *testing.T, id string) {
 	if _, err := f.vm.Agent.CreateContainer(context.Background(), &api.CreateContainerRequest{Id: id, Rootfs: plan, Spec: b}); err != nil {
 		t.Fatalf("create container: %v\n%s", err, logTail(f.vm.spec.ConsoleLog, 4096))
 	}
+	// Execs join a running container, as under containerd: an init
+	// process that only waits.
+	proc, _ := json.Marshal(&specs.Process{Args: []string{"sleep", "100000"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	if _, err := f.vm.Agent.StartProcess(context.Background(), &api.StartProcessRequest{ContainerId: id, Process: proc}); err != nil {
+		t.Fatalf("start init: %v", err)
+	}
 }
 
 type result struct {

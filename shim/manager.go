@@ -1,0 +1,194 @@
+// Package shim is containerd-shim-msb-v1's process manager: the bootstrap
+// protocol (start a long-running shim per sandbox and tell containerd which
+// mounts it handles itself) and the cleanup of a sandbox whose shim died.
+// The task API itself is in shim/task.
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	apitypes "github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	cshim "github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/msb-runtime/msb/shim/state"
+)
+
+// RuntimeName is what users pass to --runtime.
+const RuntimeName = "io.containerd.msb.v1"
+
+// MountCapabilities is what msb handles itself: EROFS layers become
+// read-only disks and the format/mkdir/mkfs transforms run in the shim or
+// the guest, so containerd mounts nothing of the rootfs on the host.
+func MountCapabilities() *apitypes.MountCapabilities {
+	return &apitypes.MountCapabilities{
+		Types:      []string{"erofs"},
+		Transforms: []string{"format", "mkdir", "mkfs"},
+	}
+}
+
+// groupLabels put the containers of one pod into one shim (and one VM).
+var groupLabels = []string{"io.kubernetes.cri.sandbox-id"}
+
+// Manager implements containerd's shim.Shim for msb.
+type Manager struct{}
+
+func (Manager) Name() string { return RuntimeName }
+
+// Start launches the long-running shim for the sandbox the bundle in the
+// working directory belongs to, or returns the running one's address.
+func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	res := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
+	if err := res.AddExtension(MountCapabilities()); err != nil {
+		return nil, fmt.Errorf("mount capabilities: %w", err)
+	}
+	id := params.GetInstanceID()
+	group, err := groupID(id)
+	if err != nil {
+		return nil, err
+	}
+	socketDir := params.GetSocketDir()
+	if socketDir == "" {
+		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	addr, err := cshim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), group, false)
+	if err != nil {
+		return nil, err
+	}
+	l, err := cshim.NewSocket(addr)
+	if err != nil {
+		if !cshim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if cshim.CanConnect(addr) {
+			// The sandbox's shim runs already: the container joins it.
+			res.Address = addr
+			return res, nil
+		}
+		if err := cshim.RemoveSocket(addr); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if l, err = cshim.NewSocket(addr); err != nil {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			l.Close()
+			_ = cshim.RemoveSocket(addr)
+		}
+	}()
+	f, err := l.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd, err := serverCommand(ctx, id, params)
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{f} // fd 3: pkg/shim serves on it
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start shim server: %w", err)
+	}
+	go cmd.Wait() //nolint:errcheck // the server outlives this process
+	// The server owns the socket file now: closing our copy of the
+	// listener must not unlink it.
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if err := cshim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		log.G(ctx).WithError(err).Debug("shim OOM score not adjusted")
+	}
+	res.Address = addr
+	return res, nil
+}
+
+func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-namespace", ns, "-id", id, "-address", params.GetContainerdGrpcAddress()}
+	if params.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+// groupID is the pod's sandbox id when CRI says the container belongs to
+// one, else the container's own id.
+func groupID(id string) (string, error) {
+	b, err := os.ReadFile("config.json")
+	if err != nil {
+		return "", fmt.Errorf("read bundle config.json: %w", err)
+	}
+	var s struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return "", fmt.Errorf("bundle config.json: %w", err)
+	}
+	for _, l := range groupLabels {
+		if g := s.Annotations[l]; g != "" {
+			return g, nil
+		}
+	}
+	return id, nil
+}
+
+// Stop cleans up after a shim that is gone (containerd's "delete" action):
+// it kills the sandbox's VMM if it still runs and removes what the shim
+// left on the host.
+func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return cshim.StopStatus{}, err
+	}
+	bundle := filepath.Join(filepath.Dir(cwd), id)
+	st, err := state.Read(bundle)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+		}
+		return cshim.StopStatus{}, err
+	}
+	if err := st.Cleanup(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
+	}
+	return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+}
+
+// Info reports the runtime's name and version.
+func (Manager) Info(ctx context.Context, _ io.Reader) (*apitypes.RuntimeInfo, error) {
+	return &apitypes.RuntimeInfo{
+		Name:    RuntimeName,
+		Version: &apitypes.RuntimeVersion{Version: Version},
+	}, nil
+}
+
+// Version is set at build time.
+var Version = "dev"

@@ -1,0 +1,105 @@
+// Package state records, in the bundle, what a sandbox left running and
+// mounted on the host, so that containerd's "delete" action can clean up
+// after a shim that died.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/errdefs"
+)
+
+const fileName = "msb-state.json"
+
+// State is what must be undone when a sandbox goes away.
+type State struct {
+	// VMMPid is the VMM's pid (and process group).
+	VMMPid int `json:"vmm_pid"`
+	// RunDir holds the VM's sockets and logs; the VMM's command line names
+	// it, which is how a pid that was reused is told apart.
+	RunDir string `json:"run_dir"`
+	// HostMounts are host mount points to unmount (overlayfs rootfs).
+	HostMounts []string `json:"host_mounts,omitempty"`
+	bundle     string
+}
+
+// Write stores s in the bundle, atomically.
+func Write(bundle string, s *State) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(bundle, "."+fileName)
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write sandbox state: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(bundle, fileName))
+}
+
+// Read loads the state of the bundle; errdefs.ErrNotFound if there is none.
+func Read(bundle string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, fileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no sandbox state in %s: %w", bundle, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("sandbox state in %s: %w", bundle, err)
+	}
+	s.bundle = bundle
+	return &s, nil
+}
+
+// Cleanup kills the VMM if it still runs, unmounts the host mounts and
+// removes the run directory and the state file.
+func (s *State) Cleanup(ctx context.Context) error {
+	var errs []error
+	if s.VMMPid > 0 && s.RunDir != "" && ownsPid(s.VMMPid, s.RunDir) {
+		_ = syscall.Kill(-s.VMMPid, syscall.SIGKILL)
+		waitGone(s.VMMPid, 5*time.Second)
+	}
+	for _, m := range s.HostMounts {
+		if err := mount.UnmountAll(m, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if s.RunDir != "" {
+		if err := os.RemoveAll(s.RunDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.bundle != "" {
+		_ = os.Remove(filepath.Join(s.bundle, fileName))
+	}
+	return errors.Join(errs...)
+}
+
+// ownsPid says whether pid is still our VMM: its command line names the
+// run directory.
+func ownsPid(pid int, runDir string) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return err == nil && strings.Contains(string(b), runDir)
+}
+
+func waitGone(pid int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,103 @@
+package task
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/typeurl/v2"
+	"github.com/pelletier/go-toml/v2"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/msb-runtime/msb/vm"
+)
+
+// Config is the runtime's configuration: /opt/msb/etc/msb.toml when it
+// exists, then the runtime options containerd passes (CRI's
+// `[…runtimes.msb.options] ConfigPath = …` or its TOML body), then the
+// MSB_BACKEND environment variable.
+type Config struct {
+	// Backend: auto (krun with hardware virtualization, else qemu), krun, qemu.
+	Backend string `toml:"backend"`
+	// DefaultVCPUs and DefaultMemoryMiB size a VM whose spec sets no limits.
+	DefaultVCPUs     uint32 `toml:"default_vcpus"`
+	DefaultMemoryMiB uint32 `toml:"default_memory_mib"`
+	// ShareDir holds the guest: kernel.elf, libkrunfw.so.5, boot.erofs.
+	ShareDir string `toml:"share_dir"`
+	// VMM, QEMU and Virtiofsd override the binaries' paths.
+	VMM       string `toml:"vmm"`
+	QEMU      string `toml:"qemu"`
+	Virtiofsd string `toml:"virtiofsd"`
+	// BootTimeout bounds VMM start → agent ready, e.g. "30s".
+	BootTimeout string `toml:"boot_timeout"`
+	// KernelArgs are appended to the guest kernel command line.
+	KernelArgs []string `toml:"kernel_args"`
+}
+
+const systemConfig = vm.DefaultPrefix + "/etc/msb.toml"
+
+func defaultConfig() Config {
+	return Config{Backend: vm.BackendAuto, DefaultVCPUs: 1, DefaultMemoryMiB: 256, ShareDir: vm.DefaultShare()}
+}
+
+// loadConfig builds the configuration for one sandbox.
+func loadConfig(opts *anypb.Any) (Config, error) {
+	c := defaultConfig()
+	if b, err := os.ReadFile(systemConfig); err == nil {
+		if err := toml.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("%s: %w", systemConfig, err)
+		}
+	}
+	if opts != nil && opts.GetTypeUrl() != "" {
+		v, err := typeurl.UnmarshalAny(opts)
+		if err != nil {
+			return c, fmt.Errorf("runtime options: %w", err)
+		}
+		ro, ok := v.(*runtimeoptions.Options)
+		if !ok {
+			return c, fmt.Errorf("runtime options of type %s are not msb's (use ConfigPath or a TOML body)", opts.GetTypeUrl())
+		}
+		if err := c.applyRuntimeOptions(ro); err != nil {
+			return c, err
+		}
+	}
+	if b := os.Getenv("MSB_BACKEND"); b != "" {
+		c.Backend = b
+	}
+	return c, nil
+}
+
+func (c *Config) applyRuntimeOptions(ro *runtimeoptions.Options) error {
+	body := ro.GetConfigBody()
+	if p := ro.GetConfigPath(); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("runtime config: %w", err)
+		}
+		body = b
+	}
+	if err := toml.Unmarshal(body, c); err != nil {
+		return fmt.Errorf("runtime config: %w", err)
+	}
+	return nil
+}
+
+func (c Config) vmOptions() (vm.Options, error) {
+	o := vm.Options{Backend: c.Backend, VMM: c.VMM, QEMU: c.QEMU, Virtiofsd: c.Virtiofsd}
+	if c.BootTimeout != "" {
+		d, err := time.ParseDuration(c.BootTimeout)
+		if err != nil {
+			return o, fmt.Errorf("boot_timeout: %w", err)
+		}
+		o.BootTimeout = d
+	}
+	return o, nil
+}
+
+func (c Config) kernel() vm.Kernel {
+	return vm.Kernel{ELF: filepath.Join(c.ShareDir, "kernel.elf"), Krunfw: filepath.Join(c.ShareDir, "libkrunfw.so.5")}
+}
+
+func (c Config) bootDisk() string { return filepath.Join(c.ShareDir, "boot.erofs") }

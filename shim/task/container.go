@@ -1,0 +1,58 @@
+package task
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+)
+
+// container is one container of the sandbox: its init process and the
+// processes exec'd into it.
+type container struct {
+	id, bundle string
+	init       *process
+
+	mu    sync.Mutex
+	execs map[string]*process
+}
+
+func (c *container) process(execID string) (*process, error) {
+	if execID == "" {
+		return c.init, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.execs[execID]
+	if p == nil {
+		return nil, fmt.Errorf("exec %s in container %s: %w", execID, c.id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+func (c *container) addExec(p *process) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.execs[p.execID] != nil {
+		return fmt.Errorf("exec %s in container %s: %w", p.execID, c.id, errdefs.ErrAlreadyExists)
+	}
+	c.execs[p.execID] = p
+	return nil
+}
+
+func (c *container) removeExec(execID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.execs, execID)
+}
+
+// all returns the init process and every exec.
+func (c *container) all() []*process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := []*process{c.init}
+	for _, p := range c.execs {
+		ps = append(ps, p)
+	}
+	return ps
+}

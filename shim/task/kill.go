@@ -1,0 +1,144 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/runtime"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+
+	"github.com/msb-runtime/msb/agent/api"
+)
+
+// Kill signals a process, or with All every process of the container.
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	c, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Signal == 0 || r.Signal > 64 {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "signal %d", r.Signal)
+	}
+	switch st, _, _, _ := p.state(); st {
+	case task.Status_STOPPED:
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", p.name())
+	case task.Status_CREATED:
+		// Nothing runs in the guest yet: the signal ends the process
+		// before it started, as runc's kill of a created container does.
+		s.exited(c, p, 128+r.Signal)
+		return empty, nil
+	}
+	sb, err := s.currentSandbox()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	_, err = sb.vm.Agent.SignalProcess(actx, &api.SignalProcessRequest{
+		ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All && r.ExecID == "",
+	})
+	if err != nil {
+		if st, _, _, _ := p.state(); st == task.Status_STOPPED {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", p.name())
+		}
+		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %s: %w", p.name(), errgrpc.ToNative(err)))
+	}
+	return empty, nil
+}
+
+// Delete removes an exited exec, or the container once its init process
+// has exited: the agent unmounts its root and the VM ends.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	c, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if st, _, _, _ := p.state(); st == task.Status_RUNNING || st == task.Status_PAUSED {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "cannot delete %s: it is %s", p.name(), st)
+	}
+	// A process that never started ends here, so no Wait hangs on it.
+	p.setExited(128+uint32(syscall.SIGKILL), time.Now())
+	p.stdioCopier().close()
+	_, pid, status, at := p.state()
+	resp := &taskAPI.DeleteResponse{Pid: pid, ExitStatus: status, ExitedAt: timestamp(at)}
+	if r.ExecID != "" {
+		c.removeExec(r.ExecID)
+		return resp, nil
+	}
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
+	s.deleteInGuest(ctx, c)
+	for _, e := range c.all() {
+		e.stdioCopier().close()
+	}
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	last := len(s.containers) == 0
+	s.mu.Unlock()
+	if last {
+		s.stopSandbox(ctx)
+	}
+	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+		ContainerID: c.id, Pid: pid, ExitStatus: status, ExitedAt: timestamp(at),
+	})
+	return resp, nil
+}
+
+// deleteInGuest has the agent kill what is left of the container and
+// unmount its root, so the writable layer is clean before the VM ends.
+func (s *service) deleteInGuest(ctx context.Context, c *container) {
+	sb, err := s.currentSandbox()
+	if err != nil || !sb.alive() {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	if _, err := sb.vm.Agent.DeleteContainer(actx, &api.DeleteContainerRequest{Id: c.id}); err != nil {
+		log.G(ctx).WithError(err).Warnf("delete container %s in the VM", c.id)
+	}
+}
+
+// CloseIO closes a process's stdin once what containerd wrote to it was
+// sent.
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin {
+		p.stdioCopier().finishStdin()
+	}
+	return empty, nil
+}
+
+// ResizePty resizes a process's terminal.
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.requireStatus("resize", task.Status_RUNNING, task.Status_PAUSED); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	sb, err := s.currentSandbox()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	_, err = sb.vm.Agent.ResizePty(actx, &api.ResizePtyRequest{
+		ContainerId: r.ID, ExecId: r.ExecID, Width: r.Width, Height: r.Height,
+	})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("resize the terminal of %s: %w", p.name(), errgrpc.ToNative(err)))
+	}
+	return empty, nil
+}

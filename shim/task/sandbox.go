@@ -1,0 +1,169 @@
+package task
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/rootfs"
+	"github.com/msb-runtime/msb/shim/state"
+	"github.com/msb-runtime/msb/vm"
+)
+
+// runRoot holds one directory per sandbox with the VM's sockets and logs.
+// It is short on purpose: unix socket paths are limited to 108 bytes, and
+// bundle paths with a 76-byte container id do not fit.
+const runRoot = "/run/msb/vm"
+
+// sandbox is the VM of one shim and what it holds on the host.
+type sandbox struct {
+	vm     *vm.VM
+	runDir string
+	bundle string
+	// stopping is set before the shim ends the VM on purpose, so its end
+	// is not mistaken for a crash.
+	stopping atomic.Bool
+}
+
+// bootSpec is everything a VM needs besides the runtime configuration.
+type bootSpec struct {
+	bundle string
+	size   oci.Size
+	guest  *oci.Guest
+	plan   *rootfs.Plan
+}
+
+// startSandbox mounts what the root needs on the host, boots the VM and
+// records both in the bundle so a "shim delete" can undo them after a
+// crash. On error nothing is left behind.
+func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retErr error) {
+	sum := sha256.Sum256([]byte(b.bundle))
+	sb := &sandbox{runDir: filepath.Join(runRoot, hex.EncodeToString(sum[:8])), bundle: b.bundle}
+	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create VM run directory: %w", err)
+	}
+	st := &state.State{RunDir: sb.runDir}
+	if len(b.plan.HostMounts) > 0 {
+		st.HostMounts = []string{b.plan.HostRootfs}
+	}
+	defer func() {
+		if retErr != nil {
+			sb.cleanup(ctx)
+		}
+	}()
+	// Recorded before anything is mounted or started, so that every
+	// later step is undone by "shim delete" if the shim dies midway.
+	if err := state.Write(b.bundle, st); err != nil {
+		return nil, err
+	}
+	if err := b.plan.MountHost(ctx); err != nil {
+		return nil, err
+	}
+	opts, err := cfg.vmOptions()
+	if err != nil {
+		return nil, err
+	}
+	spec := vm.Spec{
+		VCPUs:       b.size.VCPUs,
+		MemoryMiB:   b.size.MemoryMiB,
+		Kernel:      cfg.kernel(),
+		KernelArgs:  cfg.KernelArgs,
+		BootDisk:    cfg.bootDisk(),
+		Disks:       b.plan.Disks,
+		Shares:      append(append([]vm.Share{}, b.guest.Shares...), b.plan.Shares...),
+		AgentSocket: filepath.Join(sb.runDir, "agent.sock"),
+		ConsoleLog:  filepath.Join(sb.runDir, "console.log"),
+	}
+	t0 := time.Now()
+	v, err := vm.Start(ctx, opts, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start VM: %w", err)
+	}
+	sb.vm = v
+	log.G(ctx).WithField("backend", v.Backend).WithField("vmm_pid", v.Pid()).
+		Infof("VM ready in %s", time.Since(t0).Round(time.Millisecond))
+	st.VMMPid = v.Pid()
+	if err := state.Write(b.bundle, st); err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+// alive reports whether the VM still runs.
+func (sb *sandbox) alive() bool {
+	select {
+	case <-sb.vm.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the VM cleanly (the agent syncs and unmounts the writable
+// layer first) and removes everything the sandbox left on the host.
+func (sb *sandbox) stop(ctx context.Context) {
+	sb.stopping.Store(true)
+	if sb.vm != nil {
+		if err := sb.vm.Shutdown(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("VM shutdown")
+		}
+	}
+	sb.cleanup(ctx)
+}
+
+// cleanup kills the VMM if it still runs and removes the host mounts,
+// the run directory and the state record.
+func (sb *sandbox) cleanup(ctx context.Context) {
+	sb.stopping.Store(true)
+	if sb.vm != nil {
+		sb.vm.Kill()
+	}
+	st, err := state.Read(sb.bundle)
+	if err == nil {
+		err = st.Cleanup(ctx)
+	}
+	if rerr := os.RemoveAll(sb.runDir); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("sandbox cleanup")
+	}
+}
+
+// stopSandbox stops the shim's VM, if any.
+func (s *service) stopSandbox(ctx context.Context) {
+	s.mu.Lock()
+	sb := s.sandbox
+	s.sandbox = nil
+	s.mu.Unlock()
+	if sb != nil {
+		sb.stop(ctx)
+	}
+}
+
+func (s *service) currentSandbox() (*sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sandbox == nil {
+		return nil, errors.New("the sandbox has no VM")
+	}
+	return s.sandbox, nil
+}
+
+func (s *service) vmmPid() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sandbox == nil || s.sandbox.vm == nil {
+		return 0
+	}
+	return uint32(s.sandbox.vm.Pid())
+}

@@ -1,0 +1,168 @@
+// Package task is containerd-shim-msb-v1's task API: containerd's task
+// service (v3, over ttrpc) served by one shim per sandbox, whose containers
+// run in that sandbox's microVM. Every call that touches a process goes to
+// msb-agent in the guest; what the agent answers is checked before it
+// reaches containerd.
+package task
+
+import (
+	"context"
+	"os"
+	"sync"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+	"github.com/containerd/ttrpc"
+)
+
+func init() {
+	registry.Register(&plugin.Registration{
+		Type:     plugins.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (any, error) {
+			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			return newService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service)), nil
+		},
+	})
+}
+
+var (
+	_     = shim.TTRPCService(&service{})
+	empty = &ptypes.Empty{}
+)
+
+// service is the task API of one sandbox: its VM and the containers in it.
+type service struct {
+	ctx       context.Context
+	publisher shim.Publisher
+	shutdown  shutdown.Service
+	events    chan func()
+
+	// lifecycle serializes Create and Delete: they boot and stop the VM.
+	lifecycle sync.Mutex
+
+	mu         sync.Mutex
+	sandbox    *sandbox
+	containers map[string]*container
+}
+
+func newService(ctx context.Context, pub shim.Publisher, sd shutdown.Service) *service {
+	s := &service{
+		ctx:        ctx,
+		publisher:  pub,
+		shutdown:   sd,
+		events:     make(chan func(), 128),
+		containers: map[string]*container{},
+	}
+	go s.forward()
+	sd.RegisterCallback(func(context.Context) error {
+		s.stopSandbox(context.WithoutCancel(ctx))
+		close(s.events)
+		return nil
+	})
+	return s
+}
+
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+func (s *service) container(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.containers[id]
+	if c == nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "container %s", id)
+	}
+	return c, nil
+}
+
+func (s *service) process(id, execID string) (*container, *process, error) {
+	c, err := s.container(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.process(execID)
+	if err != nil {
+		return nil, nil, errgrpc.ToGRPC(err)
+	}
+	return c, p, nil
+}
+
+// State reports a process as containerd sees it.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	c, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	st, pid, status, at := p.state()
+	id := r.ID
+	if r.ExecID != "" {
+		id = r.ExecID
+	}
+	return &taskAPI.StateResponse{
+		ID:         id,
+		Bundle:     c.bundle,
+		Pid:        pid,
+		Status:     st,
+		Stdin:      p.stdio.stdin,
+		Stdout:     p.stdio.stdout,
+		Stderr:     p.stdio.stderr,
+		Terminal:   p.stdio.terminal,
+		ExitStatus: status,
+		ExitedAt:   timestamp(at),
+		ExecID:     r.ExecID,
+	}, nil
+}
+
+// Wait returns once the process has exited.
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.wait(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	_, _, status, at := p.state()
+	return &taskAPI.WaitResponse{ExitStatus: status, ExitedAt: timestamp(at)}, nil
+}
+
+// Connect tells containerd the shim's pid and the VMM's (the task's host
+// process).
+func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.vmmPid()}, nil
+}
+
+// Shutdown ends the shim once no container is left in it.
+func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	n := len(s.containers)
+	s.mu.Unlock()
+	if n > 0 {
+		return empty, nil
+	}
+	s.shutdown.Shutdown()
+	return empty, nil
+}
+
+// Checkpoint is not possible for a VM's processes.
+func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "msb cannot checkpoint a container")
+}
