@@ -109,12 +109,12 @@ func write(t *testing.T, path, s string) { must(t, os.WriteFile(path, []byte(s),
 
 // fixture is one booted VM with the 2-layer container "c1" created.
 type fixture struct {
-	vm       *VM
-	dir      string
-	l1, l2   string
-	upper    string
-	sums     map[string][32]byte
-	backend  string
+	vm      *VM
+	dir     string
+	l1, l2  string
+	upper   string
+	sums    map[string][32]byte
+	backend string
 }
 
 func baseSpec(t *testing.T, dir string) Spec {

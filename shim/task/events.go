@@ -25,4 +25,3 @@ func (s *service) forward() {
 		send()
 	}
 }
-

@@ -20,7 +20,7 @@ import (
 // stdio is where containerd wants a process's standard streams.
 type stdio struct {
 	stdin, stdout, stderr string
-	terminal             bool
+	terminal              bool
 }
 
 // procIO copies between containerd's stdio (FIFOs or files) and the
@@ -28,12 +28,12 @@ type stdio struct {
 // reader that stops reading the FIFO stalls the stream, the agent's copy
 // and finally the process, never the shim.
 type procIO struct {
-	stdin   net.Conn
+	stdin net.Conn
 	// stdinDone is closed once everything containerd wrote was sent.
 	stdinDone chan struct{}
-	outputs sync.WaitGroup
-	closers []io.Closer
-	once    sync.Once
+	outputs   sync.WaitGroup
+	closers   []io.Closer
+	once      sync.Once
 }
 
 // drainTimeout bounds the wait for output after the agent reported the
