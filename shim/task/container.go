@@ -1,6 +1,7 @@
 package task
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
@@ -12,6 +13,8 @@ import (
 type container struct {
 	id, bundle string
 	init       *process
+	// stopWatch ends the container's event watchers (OOM).
+	stopWatch context.CancelFunc
 
 	mu    sync.Mutex
 	execs map[string]*process

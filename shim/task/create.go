@@ -72,17 +72,20 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 		sb.cleanup(ctx)
 		return nil, err
 	}
+	wctx, stopWatch := context.WithCancel(s.ctx)
 	c := &container{
-		id:     r.ID,
-		bundle: r.Bundle,
-		init:   newProcess(r.ID, "", boot.guest.Spec.Process, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal}),
-		execs:  map[string]*process{},
+		id:        r.ID,
+		bundle:    r.Bundle,
+		init:      newProcess(r.ID, "", boot.guest.Spec.Process, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal}),
+		stopWatch: stopWatch,
+		execs:     map[string]*process{},
 	}
 	s.mu.Lock()
 	s.sandbox = sb
 	s.containers[r.ID] = c
 	s.mu.Unlock()
 	go s.watchVM(sb)
+	go s.watchOOM(wctx, sb, r.ID)
 	return c, nil
 }
 

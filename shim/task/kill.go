@@ -75,6 +75,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
+	c.stopWatch()
 	s.deleteInGuest(ctx, c)
 	for _, e := range c.all() {
 		e.stdioCopier().close()
