@@ -1,0 +1,89 @@
+package task
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/msb-runtime/msb/vm"
+)
+
+func optionsAny(t *testing.T, o *runtimeoptions.Options) *anypb.Any {
+	t.Helper()
+	a, err := typeurl.MarshalAnyToProto(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Setenv("MSB_BACKEND", "")
+	c, err := loadConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backend != vm.BackendAuto || c.DefaultVCPUs != 1 || c.DefaultMemoryMiB != 256 {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestLoadConfigBodyAndPath(t *testing.T) {
+	t.Setenv("MSB_BACKEND", "")
+	c, err := loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("backend = 'qemu'\ndefault_memory_mib = 512\nboot_timeout = '5s'\n")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backend != "qemu" || c.DefaultMemoryMiB != 512 || c.DefaultVCPUs != 1 {
+		t.Fatalf("from body: %+v", c)
+	}
+	o, err := c.vmOptions()
+	if err != nil || o.BootTimeout.Seconds() != 5 {
+		t.Fatalf("vm options %+v, %v", o, err)
+	}
+
+	p := filepath.Join(t.TempDir(), "msb.toml")
+	if err := os.WriteFile(p, []byte("default_vcpus = 2\nshare_dir = '/x'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err = loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigPath: p}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultVCPUs != 2 || c.bootDisk() != "/x/boot.erofs" || c.kernel().ELF != "/x/kernel.elf" {
+		t.Fatalf("from path: %+v", c)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	t.Setenv("MSB_BACKEND", "")
+	for name, o := range map[string]*runtimeoptions.Options{
+		"bad toml":     {ConfigBody: []byte("backend = ")},
+		"missing file": {ConfigPath: "/nonexistent/msb.toml"},
+		"wrong type":   {ConfigBody: []byte("default_vcpus = 'two'")},
+	} {
+		if _, err := loadConfig(optionsAny(t, o)); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	c, err := loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("boot_timeout = 'soon'")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.vmOptions(); err == nil || !strings.Contains(err.Error(), "boot_timeout") {
+		t.Fatalf("bad boot_timeout: %v", err)
+	}
+}
+
+func TestLoadConfigEnvBackend(t *testing.T) {
+	t.Setenv("MSB_BACKEND", "krun")
+	c, err := loadConfig(nil)
+	if err != nil || c.Backend != "krun" {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
