@@ -75,15 +75,11 @@ func openIO(ctx context.Context, c *api.Client, cid, execID string, s stdio) (_ 
 			p.closeStdin()
 		}()
 	}
-	for fd, path := range map[int]string{api.Stdout: s.stdout, api.Stderr: s.stderr} {
-		if path == "" || (fd == api.Stderr && s.terminal) {
-			continue
-		}
-		w, err := openOutput(ctx, path)
-		if err != nil {
-			return nil, err
-		}
-		p.closers = append(p.closers, w)
+	outs, err := p.openOutputs(ctx, cid, s)
+	if err != nil {
+		return nil, err
+	}
+	for fd, w := range outs {
 		st, err := open(fd)
 		if err != nil {
 			return nil, err
@@ -107,12 +103,44 @@ func (s stdio) flags() (stdin, stdout, stderr bool) {
 	return s.stdin != "", s.stdout != "", s.stderr != "" && !s.terminal
 }
 
+// openOutputs opens where the process's stdout and stderr go: FIFOs,
+// files, or one logging binary for both.
+func (p *procIO) openOutputs(ctx context.Context, cid string, s stdio) (map[int]io.WriteCloser, error) {
+	outs := map[int]io.WriteCloser{}
+	if u, ok := isBinaryURI(s.stdout); ok {
+		l, err := startBinaryLogger(ctx, u, cid)
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, l)
+		outs[api.Stdout] = l.stdout
+		if !s.terminal {
+			outs[api.Stderr] = l.stderr
+		} else {
+			l.stderr.Close()
+		}
+		return outs, nil
+	}
+	for fd, path := range map[int]string{api.Stdout: s.stdout, api.Stderr: s.stderr} {
+		if path == "" || (fd == api.Stderr && s.terminal) {
+			continue
+		}
+		w, err := openOutput(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, w)
+		outs[fd] = w
+	}
+	return outs, nil
+}
+
 // openOutput opens a FIFO (containerd's default) or a file:// URI.
 func openOutput(ctx context.Context, path string) (io.WriteCloser, error) {
 	u, err := url.Parse(path)
 	if err == nil && u.Scheme != "" {
 		if u.Scheme != "file" {
-			return nil, fmt.Errorf("stdio URI scheme %q is not supported (fifo paths and file:// are)", u.Scheme)
+			return nil, fmt.Errorf("stdio URI scheme %q is not supported (fifo paths, file:// and binary:// are)", u.Scheme)
 		}
 		f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 		if err != nil {
