@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -108,9 +109,9 @@ func (v *VM) connect(ctx context.Context) error {
 	if err := waitFile(v.spec.AgentSocket, deadline, v.proc.done); err != nil {
 		return v.bootError(ctx, err)
 	}
-	conn, err := net.Dial("unix", v.spec.AgentSocket)
+	conn, err := dialAgent(v.spec.AgentSocket, deadline, v.proc.done)
 	if err != nil {
-		return fmt.Errorf("dial agent: %w", err)
+		return v.bootError(ctx, err)
 	}
 	c, err := api.NewClient(conn)
 	if err != nil {
@@ -133,6 +134,25 @@ func (v *VM) connect(ctx context.Context) error {
 	}
 	v.Agent = c
 	return nil
+}
+
+// dialAgent dials the agent socket. QEMU creates the socket file before
+// it listens on it, so a refused dial is retried until the deadline.
+func dialAgent(path string, deadline time.Time, done <-chan struct{}) (net.Conn, error) {
+	for {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("dial agent: %w", err)
+		}
+		select {
+		case <-done:
+			return nil, errVMMEnded
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 func (v *VM) bootError(ctx context.Context, err error) error {
