@@ -1,0 +1,308 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestExitCode(t *testing.T) {
+	r := runCtr(t, nil, busybox, newID(t), "sh", "-c", "echo hi; exit 3")
+	if r.Code != 3 || r.Stdout != "hi\n" {
+		t.Fatalf("want stdout \"hi\\n\" and exit 3, got %v", r)
+	}
+}
+
+func TestStdoutStderr(t *testing.T) {
+	r := runCtr(t, nil, busybox, newID(t), "sh", "-c", "echo to-out; echo to-err >&2; echo out2")
+	if r.Code != 0 || r.Stdout != "to-out\nout2\n" || strings.TrimSpace(r.Stderr) != "to-err" {
+		t.Fatalf("want stdout \"to-out\\nout2\\n\", stderr \"to-err\\n\", exit 0; got %v", r)
+	}
+}
+
+func TestStdin(t *testing.T) {
+	// ctr run has no -i: without -t it always passes its stdin on.
+	r := ctrEcho(t, []string{"x", "line two"}, runArgs([]string{"--rm"}, busybox, newID(t), "cat")...)
+	if r.Code != 0 || r.Stdout != "x\nline two\n" {
+		t.Fatalf("cat should echo its stdin and exit 0 at EOF; got %v", r)
+	}
+}
+
+func TestTTY(t *testing.T) {
+	r := ctrTTY(t, runArgs([]string{"--rm", "-t"}, busybox, newID(t),
+		"sh", "-c", "test -t 0 && test -t 1 && echo IS-A-TTY; tty; exit 4")...)
+	t.Logf("terminal output: %q", r.Stdout)
+	if r.Code != 4 || !strings.Contains(r.Stdout, "IS-A-TTY\n") || !regexp.MustCompile(`(?m)^/dev/pts/\d+$`).MatchString(r.Stdout) {
+		t.Fatalf("want IS-A-TTY, a /dev/pts/N line and exit 4; got %v", r)
+	}
+}
+
+func TestEnvCwdUser(t *testing.T) {
+	r := runCtr(t, []string{"--env", "FOO=bar", "--cwd", "/tmp", "--user", "1000"}, busybox, newID(t),
+		"sh", "-c", `echo "FOO=$FOO"; echo "cwd=$(pwd)"; echo "uid=$(id -u)"`)
+	if want := "FOO=bar\ncwd=/tmp\nuid=1000\n"; r.Code != 0 || r.Stdout != want {
+		t.Fatalf("want %q, got %v", want, r)
+	}
+}
+
+func TestExec(t *testing.T) {
+	id := newID(t)
+	runDetached(t, busybox, id, "sleep", "300")
+
+	r := ctr(t, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "echo ok; echo err >&2; exit 5")
+	if r.Code != 5 || r.Stdout != "ok\n" || strings.TrimSpace(r.Stderr) != "err" {
+		t.Fatalf("exec: want stdout ok, stderr err, exit 5; got %v", r)
+	}
+	r = ctrEcho(t, []string{"from stdin"}, "task", "exec", "--exec-id", "e2", id, "cat")
+	if r.Code != 0 || r.Stdout != "from stdin\n" {
+		t.Fatalf("exec with stdin: got %v", r)
+	}
+	r = ctr(t, "task", "exec", "--exec-id", "e3", "--user", "1000", "--cwd", "/home/user", id, "sh", "-c", "id -u; pwd")
+	if r.Code != 0 || r.Stdout != "1000\n/home/user\n" {
+		t.Fatalf("exec --user 1000 --cwd /home/user: got %v", r)
+	}
+	r = ctrTTY(t, "task", "exec", "-t", "--exec-id", "e4", id, "sh", "-c", "test -t 0 && test -t 1 && echo IS-A-TTY; exit 6")
+	if r.Code != 6 || !strings.Contains(r.Stdout, "IS-A-TTY\n") {
+		t.Fatalf("exec -t: want IS-A-TTY and exit 6; got %v", r)
+	}
+	// The container is still there after its execs.
+	if r := ctr(t, "task", "exec", "--exec-id", "e5", id, "true"); r.Code != 0 {
+		t.Fatalf("exec after execs: %v", r)
+	}
+	waitStatus(t, id, "RUNNING")
+}
+
+func TestKill(t *testing.T) {
+	t.Run("TERM", func(t *testing.T) {
+		id := newID(t)
+		// PID 1 ignores TERM unless it handles it, so the trap decides.
+		run := startCtr(t, runArgs([]string{"--rm"}, busybox, id,
+			"sh", "-c", `trap "exit 42" TERM; echo ready; while :; do sleep 1; done`)...)
+		run.waitOutput(t, "ready")
+		mustCtr(t, "task", "kill", id) // SIGTERM is ctr's default
+		if r := run.wait(); r.Code != 42 {
+			t.Fatalf("want the TERM trap's exit status 42 from ctr run, got %v", r)
+		}
+	})
+	t.Run("KILL", func(t *testing.T) {
+		id := newID(t)
+		runDetached(t, busybox, id, "sh", "-c", `trap "" TERM; sleep 300`)
+		mustCtr(t, "task", "kill", "--signal", "KILL", id)
+		waitStatus(t, id, "STOPPED")
+		r := ctr(t, "task", "delete", id)
+		if r.Code != 0 || !strings.Contains(r.Stderr, "exit code 137") {
+			t.Fatalf("want task delete to report exit code 137, got %v", r)
+		}
+	})
+}
+
+func TestTaskPs(t *testing.T) {
+	id := newID(t)
+	runDetached(t, busybox, id, "sh", "-c", "sleep 300 & exec sleep 301")
+	tk := waitStatus(t, id, "RUNNING")
+	// Two processes; the background sleep may take a moment to start.
+	var pids []string
+	err := eventually(func() error {
+		pids = nil
+		for _, line := range strings.Split(mustCtr(t, "task", "ps", id), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 0 {
+				if _, err := strconv.Atoi(f[0]); err == nil {
+					pids = append(pids, f[0])
+				}
+			}
+		}
+		if len(pids) < 2 {
+			return fmt.Errorf("task ps lists pids %v, want 2", pids)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With runc the task's pid (task ls) is the container's init on the host
+	// and ps lists host pids. A VM runtime reports a host pid (msb: the VMM's)
+	// in task ls but lists the guest's pids, as Kata does.
+	if !isMSB() && !strings.Contains(" "+strings.Join(pids, " ")+" ", " "+tk.PID+" ") {
+		t.Errorf("task ps lists pids %v, not the task's pid %s from task ls", pids, tk.PID)
+	}
+}
+
+func TestTaskMetrics(t *testing.T) {
+	id := newID(t)
+	runDetached(t, busybox, id, "sleep", "300")
+	out := mustCtr(t, "task", "metrics", id)
+	for _, re := range []string{`(?mi)^memory\S*\s+\d+`, `(?mi)^pids\S*\s+\d+`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("task metrics has no line matching %s:\n%s", re, out)
+		}
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	id := newID(t)
+	runDetached(t, busybox, id, "sleep", "300")
+	mustCtr(t, "task", "pause", id)
+	t.Cleanup(func() { ctr(t, "task", "resume", id) }) // a paused task ignores the cleanup's KILL
+	waitStatus(t, id, "PAUSED")
+	mustCtr(t, "task", "resume", id)
+	waitStatus(t, id, "RUNNING")
+	if r := ctr(t, "task", "exec", "--exec-id", "after-resume", id, "echo", "alive"); r.Code != 0 || r.Stdout != "alive\n" {
+		t.Fatalf("exec after resume: %v", r)
+	}
+}
+
+func TestLayers(t *testing.T) {
+	// msb-check-layers checks L2's new and replaced files, its whiteout and
+	// opaque directory, and L3's hard link, symlink and 8 MiB content.
+	r := runCtr(t, nil, debianML, newID(t), "/usr/local/bin/msb-check-layers")
+	if r.Code != 0 || r.Stdout != "OK\n" {
+		t.Fatalf("msb-check-layers: %v", r)
+	}
+}
+
+func TestWritesIsolated(t *testing.T) {
+	a, b := newID(t), newID(t)
+	runDetached(t, busybox, a, "sleep", "300")
+	r := ctr(t, "task", "exec", "--exec-id", "w", a, "sh", "-c", "echo from-a >/x && echo from-a >/etc/motd && cat /x")
+	if r.Code != 0 || r.Stdout != "from-a\n" {
+		t.Fatalf("write in A: %v", r)
+	}
+	r = runCtr(t, nil, busybox, b, "sh", "-c", "cat /x /etc/motd 2>&1; true")
+	if r.Code != 0 || strings.Contains(r.Stdout, "from-a") || !strings.Contains(r.Stdout, "No such file") {
+		t.Fatalf("B, from the same image while A runs, must not see A's /x or /etc/motd; got %v", r)
+	}
+	// And A still sees its own write.
+	if r := ctr(t, "task", "exec", "--exec-id", "r", a, "cat", "/x"); r.Code != 0 || r.Stdout != "from-a\n" {
+		t.Fatalf("read back in A: %v", r)
+	}
+}
+
+func TestReadOnlyRootfs(t *testing.T) {
+	r := runCtr(t, []string{"--read-only"}, busybox, newID(t), "touch", "/x")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "Read-only file system") {
+		t.Fatalf("touch /x on a --read-only rootfs: want a failure with \"Read-only file system\", got %v", r)
+	}
+	r = runCtr(t, []string{"--read-only"}, busybox, newID(t), "cat", "/etc/passwd")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "root:x:0:0") {
+		t.Fatalf("reading a --read-only rootfs: %v", r)
+	}
+}
+
+func TestBindMount(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCtr(t, []string{"--mount", "type=bind,src=" + dir + ",dst=/mnt,options=rbind:rw"}, busybox, newID(t),
+		"sh", "-c", "cat /mnt/in.txt && echo from the container >/mnt/out.txt")
+	if r.Code != 0 || r.Stdout != "from the host\n" {
+		t.Fatalf("read a host file through the bind mount: %v", r)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "out.txt"))
+	if err != nil || string(got) != "from the container\n" {
+		t.Fatalf("file written in the container, on the host: %q, %v", got, err)
+	}
+}
+
+func TestConcurrentContainers(t *testing.T) {
+	const n = 5
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = newID(t)
+	}
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() { results[i] = ctr(t, runArgs([]string{"-d"}, busybox, id, "sleep", "300")...) })
+	}
+	wg.Wait()
+	for _, r := range results {
+		if r.Code != 0 {
+			t.Fatalf("run -d: %v", r)
+		}
+	}
+	for _, id := range ids {
+		waitStatus(t, id, "RUNNING")
+	}
+	for i, id := range ids {
+		wg.Go(func() {
+			results[i] = ctr(t, "task", "exec", "--exec-id", "hello", id, "sh", "-c", "echo $0", id)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Code != 0 || r.Stdout != ids[i]+"\n" {
+			t.Errorf("exec in %s: %v", ids[i], r)
+		}
+	}
+	for i, id := range ids {
+		wg.Go(func() {
+			results[i] = ctr(t, "task", "delete", "--force", id)
+			if results[i].Code == 0 {
+				results[i] = ctr(t, "container", "delete", id)
+			}
+		})
+	}
+	wg.Wait()
+	for _, r := range results {
+		if r.Code != 0 {
+			t.Errorf("delete: %v", r)
+		}
+	}
+	left := ourContainers()
+	for _, id := range ids {
+		if strings.Contains(" "+strings.Join(left, " ")+" ", " "+id+" ") {
+			t.Errorf("container %s still listed after delete", id)
+		}
+	}
+}
+
+func TestNoLeaks(t *testing.T) {
+	cycles := 10
+	if v := os.Getenv("MSB_E2E_LEAK_CYCLES"); v != "" {
+		var err error
+		if cycles, err = strconv.Atoi(v); err != nil || cycles < 1 {
+			t.Fatalf("MSB_E2E_LEAK_CYCLES=%q: want a positive number", v)
+		}
+	}
+	before := captureHostState(t)
+	for i := range cycles {
+		// Each cycle: a run --rm, and a detached container taken down step by step.
+		if r := runCtr(t, nil, busybox, newID(t), "true"); r.Code != 0 {
+			t.Fatalf("cycle %d: run --rm: %v", i, r)
+		}
+		id := newID(t)
+		runDetached(t, busybox, id, "sleep", "300")
+		if r := ctr(t, "task", "exec", "--exec-id", "x", id, "true"); r.Code != 0 {
+			t.Fatalf("cycle %d: exec: %v", i, r)
+		}
+		mustCtr(t, "task", "kill", "--signal", "KILL", id)
+		waitStatus(t, id, "STOPPED")
+		mustCtr(t, "task", "delete", id)
+		mustCtr(t, "container", "delete", id)
+	}
+	checkNoLeaks(t, before)
+}
+
+func TestMissingExecutable(t *testing.T) {
+	id := newID(t)
+	before := captureHostState(t)
+	r := runCtr(t, nil, busybox, id, "/nonexistent")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "/nonexistent") {
+		t.Fatalf("want a failure whose message names /nonexistent, got %v", r)
+	}
+	if _, ok := tasks(t)[id]; ok {
+		t.Errorf("task %s still listed", id)
+	}
+	if left := ourContainers(); strings.Contains(" "+strings.Join(left, " ")+" ", " "+id+" ") {
+		t.Errorf("container %s still listed after the failed run --rm", id)
+	}
+	checkNoLeaks(t, before)
+}
