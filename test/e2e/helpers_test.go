@@ -185,7 +185,7 @@ type result struct {
 }
 
 func (r result) String() string {
-	s := fmt.Sprintf("ctr %s: exit %d", strings.Join(r.args, " "), r.Code)
+	s := fmt.Sprintf("%s: exit %d", strings.Join(r.args, " "), r.Code)
 	if r.Err != nil {
 		s += fmt.Sprintf(" (%v)", r.Err)
 	}
@@ -257,20 +257,25 @@ func runCtr(t *testing.T, flags []string, image, id string, cmd ...string) resul
 // Stdout) has the terminal's \r removed.
 func ctrTTY(t *testing.T, args ...string) result {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+	defer cancel()
+	return runTTY(t, ctx, ctrCommand(ctx, args), args)
+}
+
+// runTTY runs cmd on a new pseudo-terminal and returns what it printed there.
+func runTTY(t *testing.T, ctx context.Context, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	ptmx, pts, err := openPTY()
 	if err != nil {
 		t.Fatalf("pty: %v", err)
 	}
 	defer ptmx.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
-	defer cancel()
-	cmd := ctrCommand(ctx, args)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	err = cmd.Start()
 	pts.Close() // ctr holds the only other handle: reads end with EIO when it is gone
 	if err != nil {
-		t.Fatalf("start ctr: %v", err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	var out bytes.Buffer
 	copied := make(chan struct{})
