@@ -391,7 +391,7 @@ func TestFlattenFsmeta(t *testing.T) {
 		blockOverlay("{{ overlay 1 3 }}")}
 
 	// Enough disks: the fsmeta and its devices are attached as they are.
-	plan, err := Prepare(context.Background(), testID, mounts, Options{MkfsErofs: "/nonexistent"})
+	plan, err := Prepare(context.Background(), testID, mounts, Options{MaxDisks: 7, MkfsErofs: "/nonexistent"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,9 +66,11 @@ const (
 	// MinMemoryMiB is what the kernel and agent need to boot at all.
 	MinMemoryMiB = 64
 	MaxMemoryMiB = 1 << 20
-	// MaxDisks keeps every device on an IRQ of the in-kernel IOAPIC
-	// (console + boot disk + disks + shares).
-	MaxDisks = 8
+	// MaxDisks bounds the disks and shares beside the boot disk and the
+	// console: QEMU's microvm has 8 virtio-mmio transports (without ACPI
+	// there is no second IOAPIC for more), and on libkrun every device
+	// must fit the in-kernel IOAPIC's IRQs too.
+	MaxDisks = 6
 	// maxSerial is virtio-blk's serial length.
 	maxSerial = 20
 )

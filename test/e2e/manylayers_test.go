@@ -1,0 +1,107 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// manyLayers is far more layers than a VM has disk slots: msb must merge
+// them (rootfs/merge.go) for the container to boot at all.
+const manyLayers = 100
+
+// TestManyLayers runs an image of 100 layers: busybox at the bottom, then
+// one file per layer, each later layer overwriting /top and deleting the
+// previous layer's /gone-<n> with a whiteout.
+func TestManyLayers(t *testing.T) {
+	dir := t.TempDir()
+	var tars []string
+	for i := 0; i < manyLayers; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("l%03d.tar", i))
+		if err := writeLayer(p, i); err != nil {
+			t.Fatal(err)
+		}
+		tars = append(tars, p)
+	}
+	ref := "docker.io/library/many-layers:" + runToken
+	out := filepath.Join(dir, "image.tar")
+	mkoci := filepath.Join(envOr("MSB_CACHE", "/opt/msb/cache"), "bin", "mkoci")
+	if b, err := exec.Command(mkoci, append([]string{"-o", out, "-name", ref, "-cmd", "sh"}, tars...)...).CombinedOutput(); err != nil {
+		t.Fatalf("mkoci: %v\n%s", err, b)
+	}
+	mustCtr(t, "images", "import", "--snapshotter", "erofs", out)
+	t.Cleanup(func() { ctr(t, "images", "rm", "--sync", ref) })
+
+	r := runCtr(t, nil, ref, newID(t), "sh", "-c", "ls /layers | wc -l; cat /top; ls / | grep -c gone-")
+	want := fmt.Sprintf("%d\n%d\n1\n", manyLayers-1, manyLayers-1)
+	if r.Code != 0 || r.Stdout != want {
+		t.Fatalf("want %q (layer files, top layer, one surviving gone-file): %s", want, r)
+	}
+}
+
+// writeLayer writes layer i as a tar: i == 0 is busybox with sh and the
+// applets the test runs; i > 0 adds /layers/<i>, replaces /top, adds
+// /gone-<i> and whites out /gone-<i-1>.
+func writeLayer(path string, i int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	file := func(name string, mode int64, body []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := tw.Write(body)
+		return err
+	}
+	dir := func(name string) error {
+		return tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir})
+	}
+	if i == 0 {
+		bb, err := os.ReadFile("/bin/busybox")
+		if err != nil {
+			return fmt.Errorf("busybox-static: %w", err)
+		}
+		if err := dir("bin/"); err != nil {
+			return err
+		}
+		if err := file("bin/busybox", 0o755, bb); err != nil {
+			return err
+		}
+		for _, applet := range []string{"sh", "ls", "cat", "wc", "grep"} {
+			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeLink, Linkname: "bin/busybox"}); err != nil {
+				return err
+			}
+		}
+		if err := dir("layers/"); err != nil {
+			return err
+		}
+	} else {
+		n := strconv.Itoa(i)
+		steps := []error{
+			file("layers/"+n, 0o644, []byte(n+"\n")),
+			file("top", 0o644, []byte(n+"\n")),
+			file("gone-"+n, 0o644, nil),
+		}
+		if i > 1 {
+			steps = append(steps, file(".wh.gone-"+strconv.Itoa(i-1), 0o644, nil))
+		}
+		for _, err := range steps {
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return f.Close()
+}
