@@ -7,6 +7,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -165,6 +166,11 @@ func groupID(id string) (string, error) {
 // left on the host.
 func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	cwd, err := os.Getwd()
+	if errors.Is(err, os.ErrNotExist) {
+		// containerd removed the bundle already, and with it our record.
+		log.G(ctx).WithField("id", id).Debug("bundle gone: nothing to clean up")
+		return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+	}
 	if err != nil {
 		return cshim.StopStatus{}, err
 	}

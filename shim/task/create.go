@@ -27,6 +27,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	c, err := s.create(ctx, r)
 	if err != nil {
 		log.G(ctx).WithError(err).Errorf("create %s", r.ID)
+		if errdefs.IsNotImplemented(err) {
+			// containerd takes Unimplemented from Create for "this shim
+			// speaks an older task API" and retries on that API, which
+			// hides the real message.
+			err = errdefs.ErrFailedPrecondition.WithMessage(err.Error())
+		}
 		return nil, errgrpc.ToGRPC(err)
 	}
 	pid := s.vmmPid()

@@ -306,3 +306,21 @@ func TestMissingExecutable(t *testing.T) {
 	}
 	checkNoLeaks(t, before)
 }
+
+// A mount the runtime cannot honour fails the run with a message that
+// names it, and leaves nothing behind.
+func TestUnsupportedMount(t *testing.T) {
+	id := newID(t)
+	before := captureHostState(t)
+	r := runCtr(t, []string{"--mount", "type=weirdfs,src=none,dst=/mnt,options=rw"}, busybox, id, "true")
+	if r.Code == 0 {
+		t.Fatalf("a weirdfs mount was accepted: %v", r)
+	}
+	if isMSB() && !strings.Contains(r.Stderr, `"weirdfs"`) {
+		t.Fatalf("the error should name the mount type: %v", r)
+	}
+	if _, ok := tasks(t)[id]; ok {
+		t.Errorf("task %s still listed", id)
+	}
+	checkNoLeaks(t, before)
+}
