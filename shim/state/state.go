@@ -71,6 +71,14 @@ func (s *State) Cleanup(ctx context.Context) error {
 		_ = syscall.Kill(-s.VMMPid, syscall.SIGKILL)
 		waitGone(s.VMMPid, 5*time.Second)
 	}
+	// A shim that died while the VM booted recorded no pid yet; the VMM
+	// and its helpers (virtiofsd) all name the run directory.
+	if s.RunDir != "" {
+		for _, pid := range pidsNaming(s.RunDir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(pid, 5*time.Second)
+		}
+	}
 	for _, m := range s.HostMounts {
 		if err := mount.UnmountAll(m, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
@@ -92,6 +100,25 @@ func (s *State) Cleanup(ctx context.Context) error {
 func ownsPid(pid int, runDir string) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	return err == nil && strings.Contains(string(b), runDir)
+}
+
+// pidsNaming lists the processes whose command line contains dir.
+func pidsNaming(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if ownsPid(pid, dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func waitGone(pid int, d time.Duration) {

@@ -3,8 +3,10 @@ package state
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -34,5 +36,38 @@ func TestWriteReadCleanup(t *testing.T) {
 	}
 	if _, err := Read(bundle); !errdefs.IsNotFound(err) {
 		t.Errorf("state left: %v", err)
+	}
+}
+
+// A VMM whose pid was never recorded (the shim died during boot) is still
+// found by its run directory and killed.
+func TestCleanupKillsUnrecordedVMM(t *testing.T) {
+	bundle := t.TempDir()
+	run := filepath.Join(t.TempDir(), "run-unrecorded")
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Names the run dir in its command line, as a VMM does.
+	cmd := exec.Command("sh", "-c", "while :; do sleep 1; done", run)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	if err := Write(bundle, &State{RunDir: run}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Read(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the process naming the run directory was not killed")
 	}
 }
