@@ -1054,6 +1054,130 @@ func (x *WaitOOMResponse) GetOomKills() uint64 {
 	return 0
 }
 
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dst is a CIDR; empty means the default route.
+	Dst string `protobuf:"bytes,1,opt,name=dst,proto3" json:"dst,omitempty"`
+	// gw is the gateway IP; empty for an on-link route.
+	Gw            string `protobuf:"bytes,2,opt,name=gw,proto3" json:"gw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Route) GetDst() string {
+	if x != nil {
+		return x.Dst
+	}
+	return ""
+}
+
+func (x *Route) GetGw() string {
+	if x != nil {
+		return x.Gw
+	}
+	return ""
+}
+
+type ConfigureNetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mac is the address the guest's NIC takes (the host interface's, so
+	// traffic mirrored between them needs no ARP games), e.g. "aa:bb:cc:dd:ee:ff".
+	Mac           string   `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mtu           uint32   `protobuf:"varint,2,opt,name=mtu,proto3" json:"mtu,omitempty"`            // 0 = leave as is
+	Addresses     []string `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"` // CIDRs, e.g. "10.4.0.5/24"
+	Routes        []*Route `protobuf:"bytes,4,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureNetworkRequest) Reset() {
+	*x = ConfigureNetworkRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureNetworkRequest) ProtoMessage() {}
+
+func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ConfigureNetworkRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *ConfigureNetworkRequest) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *ConfigureNetworkRequest) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ConfigureNetworkRequest) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1118,7 +1242,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04seen\x18\x02 \x01(\x04R\x04seen\".\n" +
 	"\x0fWaitOOMResponse\x12\x1b\n" +
-	"\toom_kills\x18\x01 \x01(\x04R\boomKills2\xa9\b\n" +
+	"\toom_kills\x18\x01 \x01(\x04R\boomKills\")\n" +
+	"\x05Route\x12\x10\n" +
+	"\x03dst\x18\x01 \x01(\tR\x03dst\x12\x0e\n" +
+	"\x02gw\x18\x02 \x01(\tR\x02gw\"\x88\x01\n" +
+	"\x17ConfigureNetworkRequest\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03mtu\x18\x02 \x01(\rR\x03mtu\x12\x1c\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\x12+\n" +
+	"\x06routes\x18\x04 \x03(\v2\x13.msb.agent.v1.RouteR\x06routes2\xf9\b\n" +
 	"\x05Agent\x12=\n" +
 	"\x04Ping\x12\x19.msb.agent.v1.PingRequest\x1a\x1a.msb.agent.v1.PingResponse\x12L\n" +
 	"\x0fCreateContainer\x12$.msb.agent.v1.CreateContainerRequest\x1a\x13.msb.agent.v1.Empty\x12L\n" +
@@ -1135,7 +1267,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Pause\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x13.msb.agent.v1.Empty\x12=\n" +
 	"\x06Resume\x12\x1e.msb.agent.v1.ContainerRequest\x1a\x13.msb.agent.v1.Empty\x12L\n" +
 	"\x0fUpdateContainer\x12$.msb.agent.v1.UpdateContainerRequest\x1a\x13.msb.agent.v1.Empty\x12F\n" +
-	"\aWaitOOM\x12\x1c.msb.agent.v1.WaitOOMRequest\x1a\x1d.msb.agent.v1.WaitOOMResponseB*Z(github.com/msb-runtime/msb/agent/api;apib\x06proto3"
+	"\aWaitOOM\x12\x1c.msb.agent.v1.WaitOOMRequest\x1a\x1d.msb.agent.v1.WaitOOMResponse\x12N\n" +
+	"\x10ConfigureNetwork\x12%.msb.agent.v1.ConfigureNetworkRequest\x1a\x13.msb.agent.v1.EmptyB*Z(github.com/msb-runtime/msb/agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1149,66 +1282,71 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agent_proto_goTypes = []any{
-	(*Empty)(nil),                  // 0: msb.agent.v1.Empty
-	(*PingRequest)(nil),            // 1: msb.agent.v1.PingRequest
-	(*PingResponse)(nil),           // 2: msb.agent.v1.PingResponse
-	(*Mount)(nil),                  // 3: msb.agent.v1.Mount
-	(*CreateContainerRequest)(nil), // 4: msb.agent.v1.CreateContainerRequest
-	(*DeleteContainerRequest)(nil), // 5: msb.agent.v1.DeleteContainerRequest
-	(*StartProcessRequest)(nil),    // 6: msb.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),   // 7: msb.agent.v1.StartProcessResponse
-	(*ProcessRequest)(nil),         // 8: msb.agent.v1.ProcessRequest
-	(*WaitProcessResponse)(nil),    // 9: msb.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),   // 10: msb.agent.v1.SignalProcessRequest
-	(*ResizePtyRequest)(nil),       // 11: msb.agent.v1.ResizePtyRequest
-	(*ContainerRequest)(nil),       // 12: msb.agent.v1.ContainerRequest
-	(*ProcessInfo)(nil),            // 13: msb.agent.v1.ProcessInfo
-	(*PidsResponse)(nil),           // 14: msb.agent.v1.PidsResponse
-	(*StatsResponse)(nil),          // 15: msb.agent.v1.StatsResponse
-	(*UpdateContainerRequest)(nil), // 16: msb.agent.v1.UpdateContainerRequest
-	(*WaitOOMRequest)(nil),         // 17: msb.agent.v1.WaitOOMRequest
-	(*WaitOOMResponse)(nil),        // 18: msb.agent.v1.WaitOOMResponse
+	(*Empty)(nil),                   // 0: msb.agent.v1.Empty
+	(*PingRequest)(nil),             // 1: msb.agent.v1.PingRequest
+	(*PingResponse)(nil),            // 2: msb.agent.v1.PingResponse
+	(*Mount)(nil),                   // 3: msb.agent.v1.Mount
+	(*CreateContainerRequest)(nil),  // 4: msb.agent.v1.CreateContainerRequest
+	(*DeleteContainerRequest)(nil),  // 5: msb.agent.v1.DeleteContainerRequest
+	(*StartProcessRequest)(nil),     // 6: msb.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 7: msb.agent.v1.StartProcessResponse
+	(*ProcessRequest)(nil),          // 8: msb.agent.v1.ProcessRequest
+	(*WaitProcessResponse)(nil),     // 9: msb.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 10: msb.agent.v1.SignalProcessRequest
+	(*ResizePtyRequest)(nil),        // 11: msb.agent.v1.ResizePtyRequest
+	(*ContainerRequest)(nil),        // 12: msb.agent.v1.ContainerRequest
+	(*ProcessInfo)(nil),             // 13: msb.agent.v1.ProcessInfo
+	(*PidsResponse)(nil),            // 14: msb.agent.v1.PidsResponse
+	(*StatsResponse)(nil),           // 15: msb.agent.v1.StatsResponse
+	(*UpdateContainerRequest)(nil),  // 16: msb.agent.v1.UpdateContainerRequest
+	(*WaitOOMRequest)(nil),          // 17: msb.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),         // 18: msb.agent.v1.WaitOOMResponse
+	(*Route)(nil),                   // 19: msb.agent.v1.Route
+	(*ConfigureNetworkRequest)(nil), // 20: msb.agent.v1.ConfigureNetworkRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: msb.agent.v1.CreateContainerRequest.rootfs:type_name -> msb.agent.v1.Mount
 	13, // 1: msb.agent.v1.PidsResponse.processes:type_name -> msb.agent.v1.ProcessInfo
-	1,  // 2: msb.agent.v1.Agent.Ping:input_type -> msb.agent.v1.PingRequest
-	4,  // 3: msb.agent.v1.Agent.CreateContainer:input_type -> msb.agent.v1.CreateContainerRequest
-	5,  // 4: msb.agent.v1.Agent.DeleteContainer:input_type -> msb.agent.v1.DeleteContainerRequest
-	6,  // 5: msb.agent.v1.Agent.StartProcess:input_type -> msb.agent.v1.StartProcessRequest
-	8,  // 6: msb.agent.v1.Agent.WaitProcess:input_type -> msb.agent.v1.ProcessRequest
-	10, // 7: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
-	11, // 8: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
-	8,  // 9: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
-	0,  // 10: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
-	12, // 11: msb.agent.v1.Agent.Pids:input_type -> msb.agent.v1.ContainerRequest
-	12, // 12: msb.agent.v1.Agent.Stats:input_type -> msb.agent.v1.ContainerRequest
-	12, // 13: msb.agent.v1.Agent.Pause:input_type -> msb.agent.v1.ContainerRequest
-	12, // 14: msb.agent.v1.Agent.Resume:input_type -> msb.agent.v1.ContainerRequest
-	16, // 15: msb.agent.v1.Agent.UpdateContainer:input_type -> msb.agent.v1.UpdateContainerRequest
-	17, // 16: msb.agent.v1.Agent.WaitOOM:input_type -> msb.agent.v1.WaitOOMRequest
-	2,  // 17: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
-	0,  // 18: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
-	0,  // 19: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
-	7,  // 20: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
-	9,  // 21: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
-	0,  // 22: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
-	0,  // 23: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
-	0,  // 24: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
-	0,  // 25: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
-	14, // 26: msb.agent.v1.Agent.Pids:output_type -> msb.agent.v1.PidsResponse
-	15, // 27: msb.agent.v1.Agent.Stats:output_type -> msb.agent.v1.StatsResponse
-	0,  // 28: msb.agent.v1.Agent.Pause:output_type -> msb.agent.v1.Empty
-	0,  // 29: msb.agent.v1.Agent.Resume:output_type -> msb.agent.v1.Empty
-	0,  // 30: msb.agent.v1.Agent.UpdateContainer:output_type -> msb.agent.v1.Empty
-	18, // 31: msb.agent.v1.Agent.WaitOOM:output_type -> msb.agent.v1.WaitOOMResponse
-	17, // [17:32] is the sub-list for method output_type
-	2,  // [2:17] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	19, // 2: msb.agent.v1.ConfigureNetworkRequest.routes:type_name -> msb.agent.v1.Route
+	1,  // 3: msb.agent.v1.Agent.Ping:input_type -> msb.agent.v1.PingRequest
+	4,  // 4: msb.agent.v1.Agent.CreateContainer:input_type -> msb.agent.v1.CreateContainerRequest
+	5,  // 5: msb.agent.v1.Agent.DeleteContainer:input_type -> msb.agent.v1.DeleteContainerRequest
+	6,  // 6: msb.agent.v1.Agent.StartProcess:input_type -> msb.agent.v1.StartProcessRequest
+	8,  // 7: msb.agent.v1.Agent.WaitProcess:input_type -> msb.agent.v1.ProcessRequest
+	10, // 8: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
+	11, // 9: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
+	8,  // 10: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
+	0,  // 11: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
+	12, // 12: msb.agent.v1.Agent.Pids:input_type -> msb.agent.v1.ContainerRequest
+	12, // 13: msb.agent.v1.Agent.Stats:input_type -> msb.agent.v1.ContainerRequest
+	12, // 14: msb.agent.v1.Agent.Pause:input_type -> msb.agent.v1.ContainerRequest
+	12, // 15: msb.agent.v1.Agent.Resume:input_type -> msb.agent.v1.ContainerRequest
+	16, // 16: msb.agent.v1.Agent.UpdateContainer:input_type -> msb.agent.v1.UpdateContainerRequest
+	17, // 17: msb.agent.v1.Agent.WaitOOM:input_type -> msb.agent.v1.WaitOOMRequest
+	20, // 18: msb.agent.v1.Agent.ConfigureNetwork:input_type -> msb.agent.v1.ConfigureNetworkRequest
+	2,  // 19: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
+	0,  // 20: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
+	0,  // 21: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
+	7,  // 22: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
+	9,  // 23: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
+	0,  // 24: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
+	0,  // 25: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
+	0,  // 26: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
+	0,  // 27: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
+	14, // 28: msb.agent.v1.Agent.Pids:output_type -> msb.agent.v1.PidsResponse
+	15, // 29: msb.agent.v1.Agent.Stats:output_type -> msb.agent.v1.StatsResponse
+	0,  // 30: msb.agent.v1.Agent.Pause:output_type -> msb.agent.v1.Empty
+	0,  // 31: msb.agent.v1.Agent.Resume:output_type -> msb.agent.v1.Empty
+	0,  // 32: msb.agent.v1.Agent.UpdateContainer:output_type -> msb.agent.v1.Empty
+	18, // 33: msb.agent.v1.Agent.WaitOOM:output_type -> msb.agent.v1.WaitOOMResponse
+	0,  // 34: msb.agent.v1.Agent.ConfigureNetwork:output_type -> msb.agent.v1.Empty
+	19, // [19:35] is the sub-list for method output_type
+	3,  // [3:19] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1222,7 +1360,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ type AgentService interface {
 	Resume(context.Context, *ContainerRequest) (*Empty, error)
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
 	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
+	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -132,6 +133,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WaitOOM(ctx, &req)
+			},
+			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ConfigureNetworkRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ConfigureNetwork(ctx, &req)
 			},
 		},
 	})
@@ -262,6 +270,14 @@ func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerR
 func (c *agentClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
 	var resp WaitOOMResponse
 	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "WaitOOM", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetworkRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "ConfigureNetwork", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/agent/container"
+	"github.com/msb-runtime/msb/agent/network"
 	"github.com/msb-runtime/msb/agent/process"
 	"github.com/msb-runtime/msb/agent/stdio"
 )
@@ -34,6 +35,8 @@ type Config struct {
 	StdioTimeout time.Duration
 	// Reboot ends the VM; Shutdown calls it shortly after replying.
 	Reboot func()
+	// Network configures the VM's network device; nil is the guest's own.
+	Network *network.Configurer
 }
 
 // Service is the agent's API.
@@ -53,6 +56,9 @@ var _ api.AgentService = (*Service)(nil)
 func New(cfg Config) *Service {
 	if cfg.StdioTimeout == 0 {
 		cfg.StdioTimeout = 10 * time.Second
+	}
+	if cfg.Network == nil {
+		cfg.Network = &network.Configurer{}
 	}
 	return &Service{
 		cfg:        cfg,
