@@ -79,6 +79,11 @@ func (q *qemu) args(spec *Spec, files runFiles) []string {
 		a = append(a, "-chardev", "socket,id="+id+",path="+qesc(files.share(sh.Tag)),
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+sh.Tag)
 	}
+	if spec.Net != nil {
+		// QEMU runs in spec.Net.NetNS (vm.Start), where the tap is.
+		a = append(a, "-netdev", "tap,id=net0,ifname="+spec.Net.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-device,netdev=net0")
+	}
 	return append(a, "-kernel", spec.Kernel.ELF, "-append", cmdline(spec, extra))
 }
 

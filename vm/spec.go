@@ -24,6 +24,8 @@ type Spec struct {
 	BootDisk string  `json:"boot_disk"`
 	Disks    []Disk  `json:"disks,omitempty"`
 	Shares   []Share `json:"shares,omitempty"`
+	// Net is the VM's network interface, if it has one.
+	Net *Net `json:"net,omitempty"`
 	// AgentSocket is the host unix socket bridged to the guest's agent
 	// port (virtio-console port api.PortName). The VMM listens on it.
 	AgentSocket string `json:"agent_socket"`
@@ -57,6 +59,23 @@ type Share struct {
 	ReadOnly bool   `json:"read_only"`
 }
 
+// Net is one virtio-net device backed by a tap device. The VMM runs in
+// the network namespace NetNS, where the tap is; the host mirrors the
+// namespace's own interface to the tap, so the guest takes its address.
+type Net struct {
+	NetNS string `json:"netns"`
+	Tap   string `json:"tap"`
+}
+
+// devices counts the disks, shares and NICs that share MaxDisks.
+func (s *Spec) devices() int {
+	n := len(s.Disks) + len(s.Shares)
+	if s.Net != nil {
+		n++
+	}
+	return n
+}
+
 // BootDiskID is the serial of the boot disk.
 const BootDiskID = "msb-boot"
 
@@ -66,7 +85,7 @@ const (
 	// MinMemoryMiB is what the kernel and agent need to boot at all.
 	MinMemoryMiB = 64
 	MaxMemoryMiB = 1 << 20
-	// MaxDisks bounds the disks and shares beside the boot disk and the
+	// MaxDisks bounds the disks, shares and NIC beside the boot disk and the
 	// console: QEMU's microvm has 8 virtio-mmio transports (without ACPI
 	// there is no second IOAPIC for more), and on libkrun every device
 	// must fit the in-kernel IOAPIC's IRQs too.
@@ -93,8 +112,11 @@ func (s *Spec) Validate() error {
 			errs = append(errs, fmt.Errorf("%s path %q must be absolute", p.name, p.path))
 		}
 	}
-	if len(s.Disks)+len(s.Shares) > MaxDisks {
-		errs = append(errs, fmt.Errorf("%d disks and shares exceed the limit of %d", len(s.Disks)+len(s.Shares), MaxDisks))
+	if s.devices() > MaxDisks {
+		errs = append(errs, fmt.Errorf("%d disks, shares and NICs exceed the limit of %d", s.devices(), MaxDisks))
+	}
+	if s.Net != nil && (!filepath.IsAbs(s.Net.NetNS) || !diskID.MatchString(s.Net.Tap) || len(s.Net.Tap) > 15) {
+		errs = append(errs, fmt.Errorf("network: netns %q must be an absolute path and tap %q a device name", s.Net.NetNS, s.Net.Tap))
 	}
 	seen := map[string]bool{BootDiskID: true}
 	for _, d := range s.Disks {

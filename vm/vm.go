@@ -65,7 +65,11 @@ func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
 	files := newRunFiles(&spec)
 	_ = os.Remove(spec.AgentSocket)
 	_ = os.Remove(files.vmmError)
-	p, err := b.launch(ctx, &spec, files)
+	var p *vmm
+	err = inNetNS(spec.Net, func() (err error) {
+		p, err = b.launch(ctx, &spec, files)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}

@@ -33,6 +33,10 @@ pub struct Spec {
     pub disks: Vec<Disk>,
     #[serde(default, deserialize_with = "nullable")]
     pub shares: Vec<Share>,
+    /// The VM's NIC: a tap device in the network namespace the Go side
+    /// starts msb-vmm in.
+    #[serde(default)]
+    pub net: Option<Net>,
     pub agent_socket: PathBuf,
     pub console_log: PathBuf,
     /// Read by main.rs from the raw JSON, before the spec is decoded.
@@ -58,6 +62,11 @@ pub struct Disk {
     pub format: String,
     #[serde(default)]
     pub read_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Net {
+    pub tap: String,
 }
 
 #[derive(Debug, Deserialize)]

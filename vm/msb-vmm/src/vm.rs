@@ -20,7 +20,8 @@ const FIXED_DEVICES: usize = 5;
 pub fn build(spec: &Spec, init: &str, agent_fd: RawFd) -> msb_krun::Result<Vm> {
     // Above 11 devices the in-kernel IOAPIC runs out of pins; only then take
     // the userspace (split) irqchip, which lifts the limit to 59.
-    let split_irqchip = FIXED_DEVICES + spec.disks.len() + spec.shares.len() > IRQS;
+    let nics = usize::from(spec.net.is_some());
+    let split_irqchip = FIXED_DEVICES + spec.disks.len() + spec.shares.len() + nics > IRQS;
     let mut b = VmBuilder::new()
         .machine(|m| {
             m.vcpus(spec.vcpus as u8) // validated: 1..=64
@@ -62,6 +63,9 @@ pub fn build(spec: &Spec, init: &str, agent_fd: RawFd) -> msb_krun::Result<Vm> {
             );
         }
         b = b.fs(|f| f.tag(&s.tag).path(&s.path));
+    }
+    if let Some(net) = &spec.net {
+        b = b.net(|n| n.tap(&net.tap));
     }
     b.build()
 }
