@@ -146,8 +146,6 @@ func (g *Guest) hooks() error {
 		return nil
 	}
 	g.HostHooks = host
-	g.warnf("OCI hooks (%s) are host hooks and are skipped: the task pid they would get is the VMM's, whose namespaces are the host's",
-		hookPaths(host.Prestart, host.CreateRuntime, host.Poststart, host.Poststop))
 	return nil
 }
 

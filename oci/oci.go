@@ -25,10 +25,10 @@
 //     a path pass through.
 //   - hooks: createRuntime, prestart, poststart and poststop run in the
 //     runtime's (host) namespaces in runc's model; they are taken out of the
-//     guest spec and returned as Guest.HostHooks, with a Warning: the shim
-//     does not run them, since the task pid they would be given is the
-//     VMM's, in the host's namespaces (nerdctl's network hook would wire
-//     the host itself). createContainer and startContainer
+//     guest spec and returned as Guest.HostHooks for the shim to run on the
+//     host, with the VMM's pid: the VMM then runs in a network namespace of
+//     its own, which is what network hooks (nerdctl's) configure and the
+//     VM's NIC mirrors. createContainer and startContainer
 //     run inside the container, where the host's hook binaries do not exist:
 //     an error.
 //   - linux.devices: only the devices every Linux guest has with the same

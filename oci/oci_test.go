@@ -384,7 +384,7 @@ func TestGuestSpecNamespacesHooksResources(t *testing.T) {
 		t.Errorf("devices %+v", g.Spec.Linux.Devices)
 	}
 	joined := strings.Join(g.Warnings, "\n")
-	for _, w := range []string{"host hooks", "cpu.cpus \"2-3\"", "blockIO"} {
+	for _, w := range []string{"cpu.cpus \"2-3\"", "blockIO"} {
 		if !strings.Contains(joined, w) {
 			t.Errorf("no warning about %q in %q", w, joined)
 		}

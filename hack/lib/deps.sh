@@ -8,7 +8,7 @@ MSB_APT_PACKAGES=(
   libseccomp-dev pkg-config gcc libc6-dev make
   liblz4-dev liblzma-dev zlib1g-dev libzstd-dev libdeflate-dev uuid-dev
   autoconf automake libtool dpkg-dev
-  containernetworking-plugins iproute2
+  containernetworking-plugins iproute2 iptables
 )
 
 # ---- 1. apt packages (bookworm) --------------------------------------------

@@ -17,6 +17,8 @@ import (
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+
+	"github.com/msb-runtime/msb/shim/network"
 )
 
 const fileName = "msb-state.json"
@@ -30,6 +32,10 @@ type State struct {
 	RunDir string `json:"run_dir"`
 	// HostMounts are host mount points to unmount (overlayfs rootfs).
 	HostMounts []string `json:"host_mounts,omitempty"`
+	// TapIn is the network namespace holding the VM's tap, and NetNS the
+	// pin of a namespace the shim made itself (removed with it).
+	TapIn string `json:"tap_in,omitempty"`
+	NetNS string `json:"netns,omitempty"`
 	bundle     string
 }
 
@@ -77,6 +83,16 @@ func (s *State) Cleanup(ctx context.Context) error {
 		for _, pid := range pidsNaming(s.RunDir) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			waitGone(pid, 5*time.Second)
+		}
+	}
+	if s.TapIn != "" {
+		if err := network.DelTap(s.TapIn); err != nil {
+			errs = append(errs, fmt.Errorf("remove tap: %w", err))
+		}
+	}
+	if s.NetNS != "" {
+		if err := network.RemoveNamespace(s.NetNS); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, m := range s.HostMounts {

@@ -6,13 +6,18 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // container is one container of the sandbox: its init process and the
 // processes exec'd into it.
 type container struct {
-	id, bundle string
-	init       *process
+	id, bundle  string
+	annotations map[string]string
+	// hooks are the spec's host hooks (createRuntime, prestart,
+	// poststart, poststop); nil when there are none.
+	hooks *specs.Hooks
+	init  *process
 	// stopWatch ends the container's event watchers (OOM).
 	stopWatch context.CancelFunc
 

@@ -74,17 +74,25 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 	if err != nil {
 		return nil, err
 	}
-	if err := createInGuest(ctx, sb, r.ID, boot); err != nil {
+	wctx, stopWatch := context.WithCancel(s.ctx)
+	c := &container{
+		id:          r.ID,
+		bundle:      r.Bundle,
+		annotations: boot.guest.Spec.Annotations,
+		hooks:       boot.guest.HostHooks,
+		init:        newProcess(r.ID, "", boot.guest.Spec.Process, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal}),
+		stopWatch:   stopWatch,
+		execs:       map[string]*process{},
+	}
+	if err := connectNetwork(ctx, sb, c, boot); err != nil {
+		stopWatch()
 		sb.cleanup(ctx)
 		return nil, err
 	}
-	wctx, stopWatch := context.WithCancel(s.ctx)
-	c := &container{
-		id:        r.ID,
-		bundle:    r.Bundle,
-		init:      newProcess(r.ID, "", boot.guest.Spec.Process, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal}),
-		stopWatch: stopWatch,
-		execs:     map[string]*process{},
+	if err := createInGuest(ctx, sb, r.ID, boot); err != nil {
+		stopWatch()
+		sb.cleanup(ctx)
+		return nil, err
 	}
 	s.mu.Lock()
 	s.sandbox = sb
@@ -116,14 +124,22 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest) (boo
 	if err != nil {
 		return bootSpec{}, err
 	}
+	// A NIC when the container joins a network namespace (CRI's pod) or
+	// hooks may configure one (nerdctl's network hook).
+	withNet := guest.NetNS != "" || (guest.HostHooks != nil &&
+		len(guest.HostHooks.CreateRuntime)+len(guest.HostHooks.Prestart) > 0) //nolint:staticcheck // Prestart is still run
+	nics := 0
+	if withNet {
+		nics = 1
+	}
 	plan, err := rootfs.Prepare(ctx, r.ID, r.Rootfs, rootfs.Options{
-		MaxDisks:   vm.MaxDisks - len(guest.Shares),
+		MaxDisks:   vm.MaxDisks - len(guest.Shares) - nics,
 		HostRootfs: filepath.Join(r.Bundle, "rootfs"),
 	})
 	if err != nil {
 		return bootSpec{}, err
 	}
-	return bootSpec{bundle: r.Bundle, size: size, guest: guest, plan: plan}, nil
+	return bootSpec{bundle: r.Bundle, size: size, guest: guest, plan: plan, withNet: withNet, netns: guest.NetNS}, nil
 }
 
 // createInGuest has the agent build the container's root and prepare it.

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/msb-runtime/msb/agent/api"
 )
@@ -86,6 +87,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.mu.Unlock()
 	if last {
 		s.stopSandbox(ctx)
+	}
+	if c.hooks != nil {
+		if err := runHooks(ctx, "poststop", c.hooks.Poststop, ociState(c, specs.StateStopped, 0)); err != nil {
+			log.G(ctx).WithError(err).Warn("poststop hook")
+		}
 	}
 	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
 		ContainerID: c.id, Pid: pid, ExitStatus: status, ExitedAt: timestamp(at),

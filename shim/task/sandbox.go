@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
@@ -29,6 +30,8 @@ type sandbox struct {
 	vm     *vm.VM
 	runDir string
 	bundle string
+	// netns is the network namespace the VMM runs in ("" for none).
+	netns string
 	// stopping is set before the shim ends the VM on purpose, so its end
 	// is not mistaken for a crash.
 	stopping atomic.Bool
@@ -40,6 +43,10 @@ type bootSpec struct {
 	size   oci.Size
 	guest  *oci.Guest
 	plan   *rootfs.Plan
+	// withNet gives the VM a NIC in netns, or, when netns is "", in a
+	// namespace of its own that hooks configure.
+	withNet bool
+	netns   string
 }
 
 // startSandbox mounts what the root needs on the host, boots the VM and
@@ -68,6 +75,9 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 	if err := b.plan.MountHost(ctx); err != nil {
 		return nil, err
 	}
+	if err := sb.addNetwork(b, st); err != nil {
+		return nil, err
+	}
 	opts, err := cfg.vmOptions()
 	if err != nil {
 		return nil, err
@@ -83,6 +93,9 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 		AgentSocket: filepath.Join(sb.runDir, "agent.sock"),
 		ConsoleLog:  filepath.Join(sb.runDir, "console.log"),
 	}
+	if sb.netns != "" {
+		spec.Net = &vm.Net{NetNS: sb.netns, Tap: network.Tap}
+	}
 	t0 := time.Now()
 	v, err := vm.Start(ctx, opts, spec)
 	if err != nil {
@@ -96,6 +109,33 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 		return nil, err
 	}
 	return sb, nil
+}
+
+// addNetwork makes the network namespace (unless CRI gave one) and the
+// tap the VM's NIC uses, recording both first so they are undone.
+func (sb *sandbox) addNetwork(b bootSpec, st *state.State) error {
+	if !b.withNet {
+		return nil
+	}
+	ns := b.netns
+	if ns == "" {
+		ns = filepath.Join(sb.runDir, "netns")
+		st.NetNS = ns
+	}
+	st.TapIn = ns
+	if err := state.Write(b.bundle, st); err != nil {
+		return err
+	}
+	if st.NetNS != "" {
+		if err := network.NewNamespace(ns); err != nil {
+			return err
+		}
+	}
+	if err := network.AddTap(ns); err != nil {
+		return err
+	}
+	sb.netns = ns
+	return nil
 }
 
 // alive reports whether the VM still runs.

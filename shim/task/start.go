@@ -60,6 +60,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	p.started(pid)
 	go s.reap(sb, c, p)
+	if r.ExecID == "" && c.hooks != nil {
+		// As in runc, a failing poststart hook is only a warning.
+		if err := runHooks(ctx, "poststart", c.hooks.Poststart, ociState(c, specs.StateRunning, pid)); err != nil {
+			log.G(ctx).WithError(err).Warn("poststart hook")
+		}
+	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
 }
 

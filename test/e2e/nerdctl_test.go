@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,5 +109,51 @@ func TestNerdctlDetached(t *testing.T) {
 	}
 	if rm := nerdctl(t, "rm", name); rm.Code != 0 {
 		t.Fatalf("rm: %s", rm)
+	}
+}
+
+// The default bridge network gives the container an address, and -p
+// publishes its port on the host's loopback (the only address this test
+// talks to).
+func TestNerdctlPublish(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	name := nerdctlName(t)
+	r := nerdctl(t, "run", "-d", "--runtime", runtimeName, "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), busybox,
+		"sh", "-c", "mkdir -p /www && echo served-by-$(hostname) >/www/index.html && exec httpd -f -p 80 -h /www")
+	if r.Code != 0 {
+		t.Fatalf("run -d -p: %s", r)
+	}
+	if e := nerdctl(t, "exec", name, "ip", "-4", "-o", "addr", "show", "eth0"); e.Code != 0 || !strings.Contains(e.Stdout, "inet ") {
+		t.Fatalf("no address on eth0: %s", e)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	client := &http.Client{Timeout: 5 * time.Second}
+	if err := eventually(func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || !strings.HasPrefix(string(body), "served-by-") {
+			return fmt.Errorf("GET %s: %q, %v", url, body, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// --net none really has no network: loopback only.
+func TestNerdctlNetNone(t *testing.T) {
+	r := nerdctl(t, "run", "--rm", "--runtime", runtimeName, "--net", "none", "--name", nerdctlName(t), busybox,
+		"sh", "-c", "ip -o link | grep -v ' lo:' | grep -c UP; ip -4 -o addr | grep -v ' lo ' | wc -l")
+	if r.Stdout != "0\n0\n" {
+		t.Fatalf("want no interface up and no address besides lo: %s", r)
 	}
 }
