@@ -34,6 +34,11 @@ type GuestOptions struct {
 	// means vm.MaxDisks - MinRootDisks. The rest of vm.MaxDisks is for the
 	// root: pass vm.MaxDisks - len(Guest.Shares) to rootfs.Prepare.
 	MaxShares int
+	// InPod says the container belongs to a CRI pod whose containers all
+	// run in one VM: paths to the pod sandbox's IPC, UTS and PID
+	// namespaces then name what the guest's containers share already, and
+	// are dropped instead of refused.
+	InPod bool
 }
 
 // Guest is the container as the VM runs it.
@@ -102,7 +107,7 @@ func GuestSpec(spec *specs.Spec, opts GuestOptions) (*Guest, error) {
 	if err := g.hooks(); err != nil {
 		return nil, err
 	}
-	if err := g.linux(); err != nil {
+	if err := g.linux(opts.InPod); err != nil {
 		return nil, err
 	}
 	if err := g.mounts(opts); err != nil {
@@ -165,7 +170,13 @@ var guestDevices = map[[2]int64]string{
 	{5, 0}: "tty", {5, 1}: "console", {5, 2}: "ptmx", {10, 200}: "net/tun", {10, 229}: "fuse",
 }
 
-func (g *Guest) linux() error {
+// podShared are the namespaces a CRI pod's containers join from its
+// sandbox; in msb's guest every container of the VM shares them.
+var podShared = map[specs.LinuxNamespaceType]bool{
+	specs.IPCNamespace: true, specs.UTSNamespace: true, specs.PIDNamespace: true,
+}
+
+func (g *Guest) linux(inPod bool) error {
 	l := g.Spec.Linux
 	if l == nil {
 		return nil
@@ -189,6 +200,8 @@ func (g *Guest) linux() error {
 			// The container uses the VM's network namespace; the VMM
 			// connects the VM to this one.
 			g.NetNS = n.Path
+		case inPod && podShared[n.Type]:
+			// The pod sandbox's, which its containers share in the VM.
 		default:
 			return fmt.Errorf("joining the host's %s namespace %s cannot be done from a microVM "+
 				"(only a network namespace path is accepted): %w", n.Type, n.Path, errdefs.ErrNotImplemented)

@@ -394,3 +394,28 @@ func TestGuestSpecNamespacesHooksResources(t *testing.T) {
 		t.Errorf("input changed")
 	}
 }
+
+func TestGuestSpecPodNamespaces(t *testing.T) {
+	s := &specs.Spec{Process: &specs.Process{Args: []string{"sh"}, Cwd: "/"}, Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+		{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"},
+		{Type: specs.UTSNamespace, Path: "/proc/42/ns/uts"},
+		{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
+		{Type: specs.MountNamespace},
+	}}}
+	opts := GuestOptions{ContainerID: "c1", Root: "/run/msb/c/c1/rootfs"}
+	if _, err := GuestSpec(s, opts); err == nil {
+		t.Fatal("a host IPC namespace path was accepted outside a pod")
+	}
+	opts.InPod = true
+	g, err := GuestSpec(s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.NetNS != "/var/run/netns/cni-1" || len(g.Spec.Linux.Namespaces) != 1 || g.Spec.Linux.Namespaces[0].Type != specs.MountNamespace {
+		t.Fatalf("netns %q, namespaces %+v", g.NetNS, g.Spec.Linux.Namespaces)
+	}
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"})
+	if _, err := GuestSpec(s, opts); err == nil {
+		t.Fatal("a user namespace path was accepted in a pod")
+	}
+}

@@ -36,6 +36,10 @@ type State struct {
 	// pin of a namespace the shim made itself (removed with it).
 	TapIn string `json:"tap_in,omitempty"`
 	NetNS string `json:"netns,omitempty"`
+	// Dirs are directories to remove, in order, once unmounted; only
+	// when empty (never recursively: a failed unmount must not reach
+	// host files through a bind).
+	Dirs []string `json:"dirs,omitempty"`
 	bundle     string
 }
 
@@ -98,6 +102,11 @@ func (s *State) Cleanup(ctx context.Context) error {
 	for _, m := range s.HostMounts {
 		if err := mount.UnmountAll(m, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	for _, d := range s.Dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	if s.RunDir != "" {

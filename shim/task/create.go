@@ -47,31 +47,35 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	return &taskAPI.CreateTaskResponse{Pid: pid}, nil
 }
 
+// createRequest is what create needs of containerd's request.
+type createRequest struct {
+	id, bundle string
+}
+
 func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*container, error) {
 	if r.Checkpoint != "" {
 		return nil, fmt.Errorf("msb cannot restore a checkpoint: %w", errdefs.ErrNotImplemented)
 	}
 	s.mu.Lock()
-	exists, booted := s.containers[r.ID] != nil, s.sandbox != nil
+	exists, sb := s.containers[r.ID] != nil, s.sandbox
 	s.mu.Unlock()
 	if exists {
 		return nil, fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
-	}
-	if booted {
-		// A VM cannot take new disks once it runs (no hotplug on libkrun).
-		return nil, fmt.Errorf("container %s would join a sandbox whose VM already runs; msb runs one container per VM: %w",
-			r.ID, errdefs.ErrNotImplemented)
 	}
 	cfg, err := loadConfig(r.Options)
 	if err != nil {
 		return nil, fmt.Errorf("msb runtime options: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	boot, err := prepare(ctx, cfg, r)
+	boot, err := prepare(ctx, cfg, r, sb != nil)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := startSandbox(ctx, cfg, boot)
-	if err != nil {
+	req := createRequest{id: r.ID, bundle: r.Bundle}
+	if sb != nil {
+		if err := s.joinPod(ctx, sb, req, boot); err != nil {
+			return nil, err
+		}
+	} else if sb, err = s.boot(ctx, cfg, boot); err != nil {
 		return nil, err
 	}
 	wctx, stopWatch := context.WithCancel(s.ctx)
@@ -84,77 +88,105 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 		stopWatch:   stopWatch,
 		execs:       map[string]*process{},
 	}
-	if err := connectNetwork(ctx, sb, c, boot); err != nil {
-		stopWatch()
+	s.mu.Lock()
+	s.containers[r.ID] = c
+	s.mu.Unlock()
+	go s.watchOOM(wctx, sb, r.ID)
+	return c, nil
+}
+
+// boot starts the sandbox's VM for its first container, which the agent
+// then creates.
+func (s *service) boot(ctx context.Context, cfg Config, b *bootSpec) (*sandbox, error) {
+	sb, err := startSandbox(ctx, cfg, b)
+	if err != nil {
+		return nil, err
+	}
+	c := &container{id: b.id, bundle: b.bundle, annotations: b.guest.Spec.Annotations, hooks: b.guest.HostHooks}
+	if err := connectNetwork(ctx, sb, c, b); err != nil {
 		sb.cleanup(ctx)
 		return nil, err
 	}
-	if err := createInGuest(ctx, sb, r.ID, boot); err != nil {
-		stopWatch()
+	if err := createInGuest(ctx, sb, b.id, b); err != nil {
 		sb.cleanup(ctx)
 		return nil, err
 	}
 	s.mu.Lock()
 	s.sandbox = sb
-	s.containers[r.ID] = c
 	s.mu.Unlock()
 	go s.watchVM(sb)
-	go s.watchOOM(wctx, sb, r.ID)
-	return c, nil
+	return sb, nil
 }
 
 // prepare reads and translates everything the VM needs before anything is
-// started: bad input fails here and leaves nothing behind.
-func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest) (bootSpec, error) {
+// started: bad input fails here and leaves nothing behind. joining says a
+// VM runs already: the container joins it as a pod member.
+func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, joining bool) (*bootSpec, error) {
 	spec, err := oci.Load(r.Bundle)
 	if err != nil {
-		return bootSpec{}, err
+		return nil, err
 	}
 	if err := oci.Process(spec.Process); err != nil {
-		return bootSpec{}, err
+		return nil, err
 	}
-	guest, err := oci.GuestSpec(spec, oci.GuestOptions{ContainerID: r.ID, Root: rootfs.RootPath(r.ID)})
+	p := podOf(spec)
+	opts := oci.GuestOptions{ContainerID: r.ID, Root: rootfs.RootPath(r.ID), InPod: p != nil}
+	if p != nil {
+		opts.MaxShares = podMaxShares
+	}
+	guest, err := oci.GuestSpec(spec, opts)
 	if err != nil {
-		return bootSpec{}, err
+		return nil, err
 	}
 	for _, w := range guest.Warnings {
 		log.G(ctx).WithField("container", r.ID).Warn(w)
 	}
-	size, err := oci.VMSize(spec, oci.Defaults{VCPUs: cfg.DefaultVCPUs, MemoryMiB: cfg.DefaultMemoryMiB})
+	size, err := oci.VMSize(podSized(spec, p), oci.Defaults{VCPUs: cfg.DefaultVCPUs, MemoryMiB: cfg.DefaultMemoryMiB})
 	if err != nil {
-		return bootSpec{}, err
+		return nil, err
 	}
+	b := &bootSpec{id: r.ID, bundle: r.Bundle, size: size, guest: guest, pod: p, netns: guest.NetNS}
 	// A NIC when the container joins a network namespace (CRI's pod) or
 	// hooks may configure one (nerdctl's network hook).
-	withNet := guest.NetNS != "" || (guest.HostHooks != nil &&
-		len(guest.HostHooks.CreateRuntime)+len(guest.HostHooks.Prestart) > 0) //nolint:staticcheck // Prestart is still run
-	nics := 0
-	if withNet {
-		nics = 1
-	}
-	plan, err := rootfs.Prepare(ctx, r.ID, r.Rootfs, rootfs.Options{
-		MaxDisks:   vm.MaxDisks - len(guest.Shares) - nics,
+	b.withNet = !joining && (guest.NetNS != "" || (guest.HostHooks != nil &&
+		len(guest.HostHooks.CreateRuntime)+len(guest.HostHooks.Prestart) > 0)) //nolint:staticcheck // Prestart is still run
+	b.plan, err = rootfs.Prepare(ctx, r.ID, r.Rootfs, rootfs.Options{
+		MaxDisks:   b.diskBudget(joining),
 		HostRootfs: filepath.Join(r.Bundle, "rootfs"),
 	})
 	if err != nil {
-		return bootSpec{}, err
+		return nil, err
 	}
-	return bootSpec{bundle: r.Bundle, size: size, guest: guest, plan: plan, withNet: withNet, netns: guest.NetNS}, nil
+	return b, nil
+}
+
+// diskBudget is how many disks and shares the container's root may use.
+func (b *bootSpec) diskBudget(joining bool) int {
+	switch {
+	case joining:
+		return 1 // a root on the host, shared through the pod directory
+	case b.pod != nil:
+		return vm.MaxDisks - 1 - b.nics() // the pod share
+	}
+	return vm.MaxDisks - len(b.guest.Shares) - b.nics()
+}
+
+func (b *bootSpec) nics() int {
+	if b.withNet {
+		return 1
+	}
+	return 0
 }
 
 // createInGuest has the agent build the container's root and prepare it.
-func createInGuest(ctx context.Context, sb *sandbox, id string, b bootSpec) error {
+func createInGuest(ctx context.Context, sb *sandbox, id string, b *bootSpec) error {
 	specJSON, err := json.Marshal(b.guest.Spec)
 	if err != nil {
 		return fmt.Errorf("encode guest spec: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	_, err = sb.vm.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
-		Id:     id,
-		Rootfs: append(append([]*api.Mount{}, b.guest.Mounts...), b.plan.Mounts...),
-		Spec:   specJSON,
-	})
+	_, err = sb.vm.Agent.CreateContainer(ctx, &api.CreateContainerRequest{Id: id, Rootfs: b.mounts(), Spec: specJSON})
 	if err != nil {
 		return fmt.Errorf("create container in the VM: %w", errgrpc.ToNative(err))
 	}

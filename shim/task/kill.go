@@ -78,6 +78,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	defer s.lifecycle.Unlock()
 	c.stopWatch()
 	s.deleteInGuest(ctx, c)
+	if sb, err := s.currentSandbox(); err == nil && sb.bundle != c.bundle {
+		cleanupState(ctx, c.bundle) // a pod member's host mounts
+	}
 	for _, e := range c.all() {
 		e.stdioCopier().close()
 	}

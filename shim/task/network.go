@@ -17,7 +17,7 @@ import (
 // configured there to the guest. A container whose namespace got no
 // interface (nerdctl --net none) keeps a network namespace of its own in
 // the guest, with only loopback.
-func connectNetwork(ctx context.Context, sb *sandbox, c *container, b bootSpec) error {
+func connectNetwork(ctx context.Context, sb *sandbox, c *container, b *bootSpec) error {
 	if h := c.hooks; h != nil {
 		st := ociState(c, specs.StateCreating, uint32(sb.vm.Pid()))
 		if err := runHooks(ctx, "prestart", h.Prestart, st); err != nil { //nolint:staticcheck // Prestart is still run

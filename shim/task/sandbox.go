@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/rootfs"
@@ -32,6 +33,8 @@ type sandbox struct {
 	bundle string
 	// netns is the network namespace the VMM runs in ("" for none).
 	netns string
+	// pod is the CRI pod the VM runs, nil for a lone container.
+	pod *pod
 	// stopping is set before the shim ends the VM on purpose, so its end
 	// is not mistaken for a crash.
 	stopping atomic.Bool
@@ -39,6 +42,7 @@ type sandbox struct {
 
 // bootSpec is everything a VM needs besides the runtime configuration.
 type bootSpec struct {
+	id     string
 	bundle string
 	size   oci.Size
 	guest  *oci.Guest
@@ -47,14 +51,28 @@ type bootSpec struct {
 	// namespace of its own that hooks configure.
 	withNet bool
 	netns   string
+	pod     *pod
+	// preMounts come first in the container's guest mount plan.
+	preMounts []*api.Mount
+}
+
+// shares are the host directories the container's root and binds need.
+func (b *bootSpec) shares() []vm.Share {
+	return append(append([]vm.Share{}, b.guest.Shares...), b.plan.Shares...)
+}
+
+// mounts is the container's guest mount plan; the last target is its root.
+func (b *bootSpec) mounts() []*api.Mount {
+	ms := append([]*api.Mount{}, b.preMounts...)
+	return append(append(ms, b.guest.Mounts...), b.plan.Mounts...)
 }
 
 // startSandbox mounts what the root needs on the host, boots the VM and
 // records both in the bundle so a "shim delete" can undo them after a
 // crash. On error nothing is left behind.
-func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retErr error) {
+func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, retErr error) {
 	sum := sha256.Sum256([]byte(b.bundle))
-	sb := &sandbox{runDir: filepath.Join(runRoot, hex.EncodeToString(sum[:8])), bundle: b.bundle}
+	sb := &sandbox{runDir: filepath.Join(runRoot, hex.EncodeToString(sum[:8])), bundle: b.bundle, pod: b.pod}
 	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create VM run directory: %w", err)
 	}
@@ -75,6 +93,10 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 	if err := b.plan.MountHost(ctx); err != nil {
 		return nil, err
 	}
+	shares, err := vmShares(b, st)
+	if err != nil {
+		return nil, err
+	}
 	if err := sb.addNetwork(b, st); err != nil {
 		return nil, err
 	}
@@ -89,7 +111,7 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 		KernelArgs:  cfg.KernelArgs,
 		BootDisk:    cfg.bootDisk(),
 		Disks:       b.plan.Disks,
-		Shares:      append(append([]vm.Share{}, b.guest.Shares...), b.plan.Shares...),
+		Shares:      shares,
 		AgentSocket: filepath.Join(sb.runDir, "agent.sock"),
 		ConsoleLog:  filepath.Join(sb.runDir, "console.log"),
 	}
@@ -111,9 +133,28 @@ func startSandbox(ctx context.Context, cfg Config, b bootSpec) (_ *sandbox, retE
 	return sb, nil
 }
 
+// vmShares are the VM's virtio-fs shares: the container's own, or for a
+// CRI pod the pod directory alone, with the container's shares bound
+// under it.
+func vmShares(b *bootSpec, st *state.State) ([]vm.Share, error) {
+	if b.pod == nil {
+		return b.shares(), nil
+	}
+	dir := b.pod.dir()
+	st.Dirs = append(st.Dirs, dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the pod directory: %w", err)
+	}
+	if err := throughPod(b.pod, b.bundle, b.id, b.shares(), b.mounts(), st); err != nil {
+		return nil, err
+	}
+	b.preMounts = []*api.Mount{b.pod.mount()}
+	return []vm.Share{b.pod.share()}, nil
+}
+
 // addNetwork makes the network namespace (unless CRI gave one) and the
 // tap the VM's NIC uses, recording both first so they are undone.
-func (sb *sandbox) addNetwork(b bootSpec, st *state.State) error {
+func (sb *sandbox) addNetwork(b *bootSpec, st *state.State) error {
 	if !b.withNet {
 		return nil
 	}
