@@ -157,6 +157,38 @@ msb_inst_containerd_config() {
   msb_note "wrote $conf"
 }
 
+# ---- CNI network for CRI pods ---------------------------------------------------
+# A private bridge and range; CRI takes the lexically first conflist, so this
+# one wins over nerdctl's own (nerdctl-bridge.conflist, written on first use).
+msb_inst_cni_config() {
+  local conf=$MSB_CNI_CONF_DIR/10-msb-cri.conflist tmp
+  mkdir -p "$MSB_CNI_CONF_DIR"
+  tmp=$(mktemp "$conf.tmp.XXXXXX")
+  cat >"$tmp" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "msb-cri",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "cni-msb0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "ipam": {
+        "type": "host-local", "dataDir": "$MSB_CONTAINERD_ROOT/cni-ipam",
+        "ranges": [[{"subnet": "10.231.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+JSON
+  if [[ -f $conf ]] && cmp -s "$tmp" "$conf"; then
+    rm -f "$tmp"
+    msb_note "unchanged $conf"
+    return 0
+  fi
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$conf"
+  msb_note "wrote $conf"
+}
+
 # MSB_INSTALL_SKIP: space-separated step names to leave out (e.g. "shim
 # msb-vmm" while one of them does not build); they keep what is installed.
 : "${MSB_INSTALL_SKIP:=}"
@@ -176,4 +208,5 @@ msb_install_steps() {
   msb__install_step shim msb_inst_shim
   msb__install_step msb-vmm msb_inst_vmm
   msb__install_step containerd-config msb_inst_containerd_config
+  msb__install_step cni-config msb_inst_cni_config
 }

@@ -76,8 +76,9 @@ func writeLayer(path string, i int) error {
 		if err := file("bin/busybox", 0o755, bb); err != nil {
 			return err
 		}
-		for _, applet := range []string{"sh", "ls", "cat", "wc", "grep"} {
-			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeLink, Linkname: "bin/busybox"}); err != nil {
+		for _, applet := range []string{"sh", "ls", "cat", "wc", "grep", "sleep", "ip", "hostname"} {
+			// Mode too: some unpackers chmod the shared inode to the link entry's mode.
+			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Mode: 0o755, Typeflag: tar.TypeLink, Linkname: "bin/busybox"}); err != nil {
 				return err
 			}
 		}
