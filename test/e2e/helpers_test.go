@@ -222,10 +222,15 @@ func finish(ctx context.Context, args []string, err error, stdout, stderr string
 // ctr runs ctr (stdin empty) and returns what it printed and its exit status.
 func ctr(t *testing.T, args ...string) result {
 	t.Helper()
+	return runTool(ctrCommand, args)
+}
+
+// runTool runs the command mk makes (stdin empty) within ctrTimeout.
+func runTool(mk func(context.Context, []string) *exec.Cmd, args []string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := ctrCommand(ctx, args)
+	cmd := mk(ctx, args)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	return finish(ctx, args, cmd.Run(), stdout.String(), stderr.String())
 }

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -34,12 +33,7 @@ func nerdctlCommand(ctx context.Context, args []string) *exec.Cmd {
 
 func nerdctl(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := nerdctlCommand(ctx, args)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	return finish(ctx, args, cmd.Run(), stdout.String(), stderr.String())
+	return runTool(nerdctlCommand, args)
 }
 
 // nerdctlName returns a container name unique to this run, removed (with
