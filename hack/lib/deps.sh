@@ -282,3 +282,41 @@ msb_dep_nerdctl() {
   msb__nerdctl_ok || msb_die "nerdctl $v: the installed binary does not report ${v#v}"
   msb_note "built nerdctl $v"
 }
+
+# ---- crictl + critest (cri-tools, Go module proxy) -------------------------------
+# The checksum DB lookup for cri-tools 404s through the proxy (GONOSUMDB), and
+# critest is a ginkgo *test* binary (go test -c). Built in a writable copy of
+# the module with -mod=mod. Used by hack/critest.
+: "${MSB_CRITOOLS_VERSION:=v1.34.0}"
+msb__critools_ok() {
+  local b=$MSB_PREFIX/bin
+  [[ -x $b/crictl && -x $b/critest ]] || return 1
+  msb_has_word "$(cd / && msb_output "$b/crictl" --version)" "$MSB_CRITOOLS_VERSION" || return 1
+  msb_has_word "$(cd / && msb_output "$b/critest" --version)" "$MSB_CRITOOLS_VERSION"
+}
+
+msb_dep_critools() {
+  local v=$MSB_CRITOOLS_VERSION mod=sigs.k8s.io/cri-tools
+  if msb__critools_ok; then
+    msb_skip "crictl and critest $v present"
+    return 0
+  fi
+  local src=$MSB_CACHE/src/cri-tools-$v dir
+  dir=$(GONOSUMDB=$mod GOFLAGS=-mod=mod go mod download -json "$mod@$v" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [[ -d $dir ]] || msb_die "cri-tools $v: go mod download gave no directory"
+  rm -rf "$src"
+  mkdir -p "$(dirname "$src")"
+  cp -r "$dir" "$src"
+  chmod -R u+w "$src"
+  (
+    cd "$src"
+    export GONOSUMDB=$mod GOFLAGS=-mod=mod CGO_ENABLED=0
+    local ldf="-X $mod/pkg/version.Version=$v"
+    go build -trimpath -ldflags "$ldf -s -w" -o "$src/crictl" ./cmd/crictl
+    go test -c -trimpath -ldflags "$ldf" -o "$src/critest" ./cmd/critest
+  )
+  msb_install_file "$src/crictl" "$MSB_PREFIX/bin/crictl"
+  msb_install_file "$src/critest" "$MSB_PREFIX/bin/critest"
+  msb__critools_ok || msb_die "cri-tools $v: the installed crictl/critest do not report $v"
+  msb_note "built crictl and critest $v"
+}
