@@ -75,6 +75,7 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 		Root:     c.Root,
 		Spec:     spec,
 		CgroupNS: hasNamespace(c.spec, specs.CgroupNamespace),
+		Seccomp:  seccompOf(c.spec),
 		Streams:  streams,
 		Ptmx:     c.ptmx,
 	}

@@ -76,6 +76,8 @@ func testSpec() []byte {
 			MaskedPaths:   []string{"/proc/kcore", "/proc/version", "/proc/nonexistent", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/sys", "/proc/sysrq-trigger"},
 			Devices:       []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}},
+			Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"sethostname"}, Action: specs.ActErrno}}},
 		},
 	}
 	b, _ := json.Marshal(s)
@@ -137,13 +139,14 @@ func TestRootContainer(t *testing.T) {
 	script := `ls /dev; echo; stat -c %F /dev/null; readlink /dev/ptmx;
 cat /proc/self/cgroup; wc -c < /proc/version; ls /sys/firmware | wc -l;
 touch /x 2>/dev/null && echo rootrw || echo rootro; touch /dev/shm/y && echo shmrw;
-echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo sysrw || echo sysro; [ -t 0 ] || echo notty; ls /etc/msb/ >/dev/null && echo bind`
+echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo sysrw || echo sysro; [ -t 0 ] || echo notty; ls /etc/msb/ >/dev/null && echo bind; cat /proc/self/status`
 	out, status := run(t, c, "e0", "sh", "-c", script)
 	if status != 0 {
 		t.Fatalf("status %d, output:\n%s", status, out)
 	}
 	for _, want := range []string{"null", "zero", "urandom", "tty", "fuse", "pts", "shm", "fd", "stdin",
-		"character special file", "pts/ptmx", "0\n0\n", "rootro", "shmrw", "sysro", "notty", "bind"} {
+		"character special file", "pts/ptmx", "0\n0\n", "rootro", "shmrw", "sysro", "notty", "bind",
+		"Seccomp:\t2\n"} { // the container's profile applies to execs
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -122,3 +122,13 @@ func bindsDev(mounts []ociMount) bool {
 	}
 	return false
 }
+
+// seccompOf is the spec's seccomp profile, for the init process and every
+// exec alike (an exec's process spec has none of its own); nil when there
+// is none, as for a privileged container, for which CRI sends none.
+func seccompOf(s *specs.Spec) *specs.LinuxSeccomp {
+	if s.Linux == nil {
+		return nil
+	}
+	return s.Linux.Seccomp
+}

@@ -17,7 +17,8 @@ import (
 // the container's cgroup and session, with the process's stdio as 0-2, its
 // config pipe as fd 3 and a close-on-exec error pipe as fd 4. It does what
 // must happen in the new process before execve and cannot be expressed with
-// SysProcAttr (capability sets, rlimits, no_new_privs, a cgroup namespace),
+// SysProcAttr (capability sets, rlimits, no_new_privs, a cgroup namespace,
+// the seccomp filter),
 // then execs the container's program. Any failure is written to the error
 // pipe, which the agent reads until EOF: EOF with nothing read means execve
 // succeeded. Credentials and capabilities are per thread in Linux, so all
@@ -63,6 +64,16 @@ func setupAndExec(cfg *childConfig) error {
 	if err != nil {
 		return err
 	}
+	// runc's order for seccomp: without no_new_privs, installing a filter
+	// needs CAP_SYS_ADMIN, so it goes in now, while the process still has
+	// all capabilities (the profile must then allow what follows: capset,
+	// setgroups, setresuid, chdir, execve...); with it, as late as possible,
+	// right before execve.
+	if cfg.Seccomp != nil && !p.NoNewPrivileges {
+		if err := cfg.Seccomp.install(); err != nil {
+			return err
+		}
+	}
 	if err := applyBounding(caps); err != nil {
 		return err
 	}
@@ -83,6 +94,11 @@ func setupAndExec(cfg *childConfig) error {
 	path, err := lookPath(p.Args[0], p.Env)
 	if err != nil {
 		return err
+	}
+	if cfg.Seccomp != nil && p.NoNewPrivileges {
+		if err := cfg.Seccomp.install(); err != nil {
+			return err
+		}
 	}
 	if err := unix.Exec(path, p.Args, p.Env); err != nil {
 		return fmt.Errorf("exec %q: %w", path, err)

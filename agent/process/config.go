@@ -20,6 +20,8 @@ type childConfig struct {
 	// CgroupNS asks for a new cgroup namespace rooted at the process's
 	// cgroup, so /proc/self/cgroup reads "0::/" as with runc.
 	CgroupNS bool `json:"cgroupns,omitempty"`
+	// Seccomp is the container's compiled linux.seccomp; nil installs none.
+	Seccomp *seccompFilter `json:"seccomp,omitempty"`
 }
 
 // maxConfig bounds what the setup stage reads (env and args included).

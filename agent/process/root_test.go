@@ -49,7 +49,7 @@ func busyboxRoot(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{"sh", "echo", "cat", "sleep", "id", "stty", "grep", "true", "printf"} {
+	for _, a := range []string{"sh", "echo", "cat", "sleep", "id", "stty", "grep", "true", "printf", "hostname"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
 			t.Fatal(err)
 		}
@@ -317,4 +317,105 @@ func killSid(t *testing.T, sid int) {
 			unix.Kill(pid, unix.SIGKILL)
 		}
 	}
+}
+
+// TestRootSeccomp runs processes under linux.seccomp profiles. Nothing here
+// may change the host's hostname: the allowed sethostname calls set it to
+// what it is.
+func TestRootSeccomp(t *testing.T) {
+	needRoot(t)
+	root := busyboxRoot(t)
+	withProc(t, root)
+	current, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "foo"
+	if len(current) == len(other) {
+		other = "fooo"
+	}
+	allowAll := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"setdomainname"}, Action: specs.ActErrno},
+	}}
+	denyHostname := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"sethostname"}, Action: specs.ActErrno},
+	}}
+	// Denies sethostname(name, len) unless len is the current name's: an
+	// argument condition evaluated by the kernel.
+	denyOtherLength := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"sethostname"}, Action: specs.ActErrno,
+			Args: []specs.LinuxSeccompArg{{Index: 1, Value: uint64(len(current)), Op: specs.OpNotEqual}}},
+	}}
+	// A default-deny profile in the style of the default ones.
+	names := []string{"read", "write", "close", "fstat", "newfstatat", "stat", "lstat", "mmap", "munmap",
+		"mprotect", "brk", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "ioctl", "execve", "exit", "exit_group",
+		"getuid", "geteuid", "getgid", "getegid", "getpid", "getppid", "uname", "arch_prctl", "set_tid_address",
+		"futex", "sched_yield", "nanosleep", "clock_nanosleep", "sigaltstack", "gettid", "tgkill", "openat", "open",
+		"fcntl", "getgroups", "setgroups", "setresuid", "setresgid", "capget", "capset", "prctl", "chdir", "getcwd",
+		"madvise", "getrandom", "readlinkat", "faccessat2", "access", "set_robust_list", "rseq",
+		"prlimit64", "wait4", "clone", "vfork", "dup2", "dup3"}
+	defaultDeny := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"personality"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xffffffff, Op: specs.OpEqualTo}}},
+			{Names: names, Action: specs.ActAllow},
+		}}
+	eperm := "Operation not permitted"
+	for _, tc := range []struct {
+		name    string
+		profile *specs.LinuxSeccomp
+		nnp     bool
+		user    bool // uid 1000 with only CAP_KILL (and so no CAP_SYS_ADMIN)
+		script  string
+		want    string // in the output
+		status  uint32
+	}{
+		{"no profile", nil, false, false, "hostname " + current + "; grep Seccomp: /proc/self/status", "Seccomp:\t0", 0},
+		{"allowed", allowAll, false, false, "hostname " + current + " && echo ok; grep Seccomp: /proc/self/status", "ok\nSeccomp:\t2", 0},
+		{"denied", denyHostname, false, false, "hostname " + other, eperm, 1},
+		{"denied nnp", denyHostname, true, false, "hostname " + other, eperm, 1},
+		{"denied as a user", denyHostname, false, true, "id -u; hostname " + other, "1000\n", 1},
+		{"allowed as a user nnp", allowAll, true, true, "id -u; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status", "1000\nNoNewPrivs:\t1\nSeccomp:\t2", 0},
+		{"arg condition denies", denyOtherLength, false, false, "hostname " + other, eperm, 1},
+		{"arg condition allows", denyOtherLength, false, false, "hostname " + current + " && echo ok", "ok", 0},
+		{"default deny", defaultDeny, false, false, "grep -q Seccomp: /proc/self/status && echo ok; hostname " + current + "; echo done", "ok\nhostname: sethostname: " + eperm + "\ndone", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, h := streams(1, 2)
+			sp := spec("sh", "-c", "exec 2>&1; "+tc.script)
+			sp.NoNewPrivileges = tc.nnp
+			if tc.user {
+				sp.User = specs.User{UID: 1000, GID: 1000}
+				kill := []string{"CAP_KILL"}
+				sp.Capabilities = &specs.LinuxCapabilities{Bounding: kill, Effective: kill, Permitted: kill}
+			}
+			p := New("")
+			if err := p.Start(Options{Root: root, Spec: sp, Streams: s, Seccomp: tc.profile}); err != nil {
+				t.Fatal(err)
+			}
+			e := waitExit(t, p, 10*time.Second)
+			h.wg.Wait()
+			out := h.stdout.String()
+			if e.Status != tc.status || !strings.Contains(out, tc.want) {
+				t.Fatalf("status %d, output %q; want %d and %q", e.Status, out, tc.status, tc.want)
+			}
+		})
+	}
+	if h, _ := os.Hostname(); h != current {
+		t.Fatalf("hostname changed from %q to %q", current, h)
+	}
+}
+
+// A profile that cannot be compiled fails the start.
+func TestRootSeccompBadProfile(t *testing.T) {
+	needRoot(t)
+	root := busyboxRoot(t)
+	s, h := streams(1)
+	p := New("")
+	bad := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, ListenerPath: "/run/notify.sock"}
+	err := p.Start(Options{Root: root, Spec: spec("true"), Streams: s, Seccomp: bad})
+	if err == nil || !strings.Contains(err.Error(), "listenerPath") {
+		t.Fatalf("error %v", err)
+	}
+	h.wg.Wait()
 }

@@ -28,6 +28,9 @@ type Options struct {
 	// cloned straight into it. nil leaves it in the agent's cgroup.
 	Cgroup   *os.File
 	CgroupNS bool
+	// Seccomp is the container's linux.seccomp, applied to every process
+	// of the container (as runc does for execs too); nil applies none.
+	Seccomp *specs.LinuxSeccomp
 	// Streams are the host's stdio streams by fd (0, 1, 2); absent ones
 	// are /dev/null (or, with a terminal, have no counterpart).
 	Streams map[int]net.Conn
@@ -59,11 +62,15 @@ func (p *Process) Start(o Options) (err error) {
 	if o.Spec == nil || len(o.Spec.Args) == 0 {
 		return fmt.Errorf("process has no args: %w", errdefs.ErrInvalidArgument)
 	}
+	filter, err := compileSeccomp(o.Seccomp)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	pio, err := newIO(o)
 	if err != nil {
 		return err
 	}
-	pid, pidfd, exitCh, err := launch(o, pio)
+	pid, pidfd, exitCh, err := launch(o, pio, filter)
 	if err != nil {
 		pio.abort()
 		return err
@@ -96,7 +103,7 @@ func newIO(o Options) (*procIO, error) {
 }
 
 // launch forks the setup stage, hands it its config and waits for execve.
-func launch(o Options, pio *procIO) (pid, pidfd int, exitCh <-chan unix.WaitStatus, err error) {
+func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exitCh <-chan unix.WaitStatus, err error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, -1, nil, fmt.Errorf("config pipe: %w", err)
@@ -115,7 +122,7 @@ func launch(o Options, pio *procIO) (pid, pidfd int, exitCh <-chan unix.WaitStat
 	if err != nil {
 		return 0, -1, nil, err
 	}
-	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS}
+	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
 	werr := cfg.encode(cfgW)
 	cfgW.Close()
 	msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
