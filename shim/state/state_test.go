@@ -54,6 +54,13 @@ func TestCleanupKillsUnrecordedVMM(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
+	// Until it has exec'd, the child's command line is this test's.
+	for deadline := time.Now().Add(5 * time.Second); !ownsPid(cmd.Process.Pid, run); {
+		if time.Now().After(deadline) {
+			t.Fatal("the child never showed the run directory in its command line")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := Write(bundle, &State{RunDir: run}); err != nil {
 		t.Fatal(err)
 	}
