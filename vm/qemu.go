@@ -107,3 +107,11 @@ func virtiofsdArgs(sh Share, sock string) []string {
 
 // qesc escapes a value for QEMU's comma-separated option syntax.
 func qesc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// QEMUArgs is the command line the qemu backend runs for spec on this
+// host; hack/bench boots its floor (an init that only reboots) with it, so
+// the floor is the same machine.
+func QEMUArgs(o Options, spec Spec) []string {
+	q := &qemu{opts: o.withDefaults(), kvm: DetectHostVirt().Hardware}
+	return q.args(&spec, newRunFiles(&spec))
+}

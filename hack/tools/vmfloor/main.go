@@ -27,13 +27,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -114,7 +112,7 @@ func floor(backend string, opts vm.Options, spec vm.Spec, dir string) (string, e
 	var cmd *exec.Cmd
 	switch backend {
 	case "qemu (tcg)", "qemu (kvm)":
-		cmd = exec.Command(qemuPath(), qemuArgs(spec, backend == "qemu (kvm)")...)
+		cmd = exec.Command(qemuPath(), vm.QEMUArgs(opts, spec)...)
 	case "krun":
 		// vm.Spec is msb-vmm's input format, so krun needs no copy of
 		// anything: write the spec as the krun backend does.
@@ -163,40 +161,6 @@ func qemuPath() string {
 	}
 	return "/usr/bin/qemu-system-x86_64"
 }
-
-// qemuArgs is vm/qemu.go's (*qemu).args for a spec with no disks and no
-// shares: the same machine, accelerator, memory backend, devices (console,
-// agent port, boot disk) and kernel command line (vm/backend.go's
-// baseCmdline plus "reboot=t"). The vm package does not export its command
-// line builder (args and cmdline are unexported), so it is replicated here;
-// keep the two in step when vm/qemu.go changes.
-func qemuArgs(spec vm.Spec, kvm bool) []string {
-	accel, cpu := "tcg", "max"
-	if kvm {
-		accel, cpu = "kvm", "host"
-	}
-	mem := strconv.FormatUint(uint64(spec.MemoryMiB), 10) + "M"
-	cmdline := append([]string{"console=hvc0", "root=/dev/vda", "rootfstype=erofs", "ro", "init=/init", "panic=-1", "quiet", "reboot=t"},
-		spec.KernelArgs...)
-	return []string{
-		"-M", "microvm,x-option-roms=off,rtc=on,isa-serial=off,acpi=off,memory-backend=mem",
-		"-accel", accel, "-cpu", cpu,
-		"-m", mem, "-smp", strconv.FormatUint(uint64(spec.VCPUs), 10),
-		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
-		"-global", "virtio-mmio.force-legacy=false",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-device", "virtio-serial-device",
-		"-chardev", "file,id=con0,path=" + qesc(spec.ConsoleLog),
-		"-device", "virtconsole,chardev=con0",
-		"-chardev", "socket,id=agent,server=on,wait=off,path=" + qesc(spec.AgentSocket),
-		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
-		"-drive", "id=boot,if=none,format=raw,readonly=on,file=" + qesc(spec.BootDisk),
-		"-device", "virtio-blk-device,drive=boot,serial=" + vm.BootDiskID,
-		"-kernel", spec.Kernel.ELF, "-append", strings.Join(cmdline, " "),
-	}
-}
-
-func qesc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // ---- agent -----------------------------------------------------------------
 
