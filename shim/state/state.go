@@ -39,8 +39,8 @@ type State struct {
 	// Dirs are directories to remove, in order, once unmounted; only
 	// when empty (never recursively: a failed unmount must not reach
 	// host files through a bind).
-	Dirs []string `json:"dirs,omitempty"`
-	bundle     string
+	Dirs   []string `json:"dirs,omitempty"`
+	bundle string
 }
 
 // Write stores s in the bundle, atomically.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
-	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/rootfs"
+	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
 )
