@@ -37,20 +37,20 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		s.exited(c, p, 128+r.Signal)
 		return empty, nil
 	}
-	err = s.agentCall(ctx, r.ID, func(ctx context.Context, a *api.Client) error {
-		_, err := a.SignalProcess(ctx, &api.SignalProcessRequest{
-			ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All && r.ExecID == "",
-		})
-		if err != nil {
-			return fmt.Errorf("signal %s: %w", p.name(), errgrpc.ToNative(err))
-		}
-		return nil
+	sb, err := s.currentSandbox()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	_, err = sb.vm.Agent.SignalProcess(actx, &api.SignalProcessRequest{
+		ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All && r.ExecID == "",
 	})
 	if err != nil {
 		if st, _, _, _ := p.state(); st == task.Status_STOPPED {
 			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", p.name())
 		}
-		return nil, err
+		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %s: %w", p.name(), errgrpc.ToNative(err)))
 	}
 	return empty, nil
 }
@@ -138,17 +138,17 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if err := p.requireStatus("resize", task.Status_RUNNING, task.Status_PAUSED); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	err = s.agentCall(ctx, r.ID, func(ctx context.Context, a *api.Client) error {
-		_, err := a.ResizePty(ctx, &api.ResizePtyRequest{
-			ContainerId: r.ID, ExecId: r.ExecID, Width: r.Width, Height: r.Height,
-		})
-		if err != nil {
-			return fmt.Errorf("resize the terminal of %s: %w", p.name(), errgrpc.ToNative(err))
-		}
-		return nil
+	sb, err := s.currentSandbox()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	_, err = sb.vm.Agent.ResizePty(actx, &api.ResizePtyRequest{
+		ContainerId: r.ID, ExecId: r.ExecID, Width: r.Width, Height: r.Height,
 	})
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(fmt.Errorf("resize the terminal of %s: %w", p.name(), errgrpc.ToNative(err)))
 	}
 	return empty, nil
 }

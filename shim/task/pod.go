@@ -155,7 +155,7 @@ func cleanupState(ctx context.Context, bundle string) {
 		err = st.Cleanup(ctx)
 	}
 	if err != nil && !errdefs.IsNotFound(err) {
-		log.G(ctx).WithError(err).Warn("container cleanup")
+		logWarn(ctx, err, "container cleanup")
 	}
 }
 
@@ -191,4 +191,8 @@ func podSized(s *specs.Spec, p *pod) *specs.Spec {
 		}
 	}
 	return sized
+}
+
+func logWarn(ctx context.Context, err error, what string) {
+	log.G(ctx).WithError(err).Warn(what)
 }

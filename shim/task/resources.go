@@ -25,6 +25,24 @@ import (
 // maxPids bounds what the host accepts from the guest for one listing.
 const maxPids = 1 << 16
 
+// agentCall runs one control call on the running container's agent with
+// the control timeout.
+func (s *service) agentCall(ctx context.Context, id string, call func(context.Context, *api.Client) error) error {
+	if _, err := s.container(id); err != nil {
+		return err
+	}
+	sb, err := s.currentSandbox()
+	if err != nil {
+		return errgrpc.ToGRPC(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	if err := call(ctx, sb.vm.Agent); err != nil {
+		return errgrpc.ToGRPC(errgrpc.ToNative(err))
+	}
+	return nil
+}
+
 // Pids lists the container's processes as the guest numbers them.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	var resp *api.PidsResponse

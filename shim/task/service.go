@@ -20,8 +20,6 @@ import (
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 	"github.com/containerd/ttrpc"
-
-	"github.com/msb-runtime/msb/agent/api"
 )
 
 func init() {
@@ -105,24 +103,6 @@ func (s *service) process(id, execID string) (*container, *process, error) {
 		return nil, nil, errgrpc.ToGRPC(err)
 	}
 	return c, p, nil
-}
-
-// agentCall runs one control call on the running container's agent with
-// the control timeout.
-func (s *service) agentCall(ctx context.Context, id string, call func(context.Context, *api.Client) error) error {
-	if _, err := s.container(id); err != nil {
-		return err
-	}
-	sb, err := s.currentSandbox()
-	if err != nil {
-		return errgrpc.ToGRPC(err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	if err := call(ctx, sb.vm.Agent); err != nil {
-		return errgrpc.ToGRPC(errgrpc.ToNative(err))
-	}
-	return nil
 }
 
 // State reports a process as containerd sees it.
