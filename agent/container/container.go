@@ -45,6 +45,11 @@ type Container struct {
 	mounts []string // spec mounts, masks and read-only binds, in order
 	ptmx   string   // the container's devpts ptmx, "" without one
 	cgroup *cgroup.Group
+	// pidNS: the container has its own PID namespace, whose proc mounts
+	// (and the masks and read-only binds under them) its init makes.
+	pidNS    bool
+	nsMounts []process.NSMount
+	nsProcs  []nsProc
 
 	// gone ends with the container's deletion, and with it what waits on it.
 	gone     context.Context
@@ -64,7 +69,7 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}}
+	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}, pidNS: ownPIDNamespace(spec)}
 	c.gone, c.markGone = context.WithCancel(context.Background())
 	if cfg.CgroupParent != "" {
 		if c.cgroup, err = cgroup.Create(cfg.CgroupParent, id); err != nil {

@@ -6,12 +6,45 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/mount"
+	"github.com/msb-runtime/msb/agent/process"
 )
+
+// nsProc is a proc mount the init makes: its destination in the
+// container and its target as the agent sees it.
+type nsProc struct{ dest, target string }
+
+// underNSProc finds the init-made proc mount that the container path p
+// lies in, and returns p's target inside it.
+func (c *Container) underNSProc(p string) (string, bool) {
+	clean, err := cleanDest(p)
+	if err != nil {
+		return "", false
+	}
+	for i := len(c.nsProcs) - 1; i >= 0; i-- {
+		m := c.nsProcs[i]
+		if rel, ok := strings.CutPrefix(clean, m.dest); ok && (rel == "" || strings.HasPrefix(rel, "/")) {
+			return filepath.Join(m.target, rel), true
+		}
+	}
+	return "", false
+}
+
+// deferNS records a mask or read-only bind under an init-made proc mount.
+func (c *Container) deferNS(kind, p string) bool {
+	target, ok := c.underNSProc(p)
+	if !ok {
+		return false
+	}
+	c.nsMounts = append(c.nsMounts, process.NSMount{Kind: kind, Target: target})
+	c.mounts = append(c.mounts, target)
+	return true
+}
 
 // mountAll mounts the spec's mounts inside the root, in order; each
 // target is resolved inside the root and recorded for the unmount.
@@ -40,6 +73,17 @@ func (c *Container) mountOne(m ociMount, disks mount.Disks) error {
 	target, err := SecureJoin(c.Root, m.Dest)
 	if err != nil {
 		return err
+	}
+	if c.pidNS && m.Type == "proc" && !m.Opts.IsBind() {
+		// Mounted by the init, inside its PID namespace.
+		if err := mount.EnsureTarget(target, false); err != nil {
+			return err
+		}
+		c.nsMounts = append(c.nsMounts, process.NSMount{
+			Kind: process.NSMountProc, Target: target, Flags: m.Opts.Flags, Data: m.Opts.DataString()})
+		c.nsProcs = append(c.nsProcs, nsProc{dest: m.Dest, target: target})
+		c.mounts = append(c.mounts, target)
+		return nil
 	}
 	source := m.Source
 	isFile := false

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/mount"
+	"github.com/msb-runtime/msb/agent/process"
 )
 
 // maskPaths hides linux.maskedPaths: /dev/null is bound over files, an
@@ -15,6 +16,9 @@ import (
 // skipped.
 func (c *Container) maskPaths(paths []string) error {
 	for _, p := range paths {
+		if c.deferNS(process.NSMountMask, p) {
+			continue
+		}
 		target, err := SecureJoin(c.Root, p)
 		if err != nil {
 			return fmt.Errorf("masked path %q: %w", p, err)
@@ -43,6 +47,9 @@ func (c *Container) maskPaths(paths []string) error {
 // onto itself, remounted read-only; paths that do not exist are skipped.
 func (c *Container) readonlyPaths(paths []string) error {
 	for _, p := range paths {
+		if c.deferNS(process.NSMountReadonly, p) {
+			continue
+		}
 		target, err := SecureJoin(c.Root, p)
 		if err != nil {
 			return fmt.Errorf("read-only path %q: %w", p, err)

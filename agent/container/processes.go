@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/msb-runtime/msb/agent/mount"
 	"github.com/msb-runtime/msb/agent/process"
 )
 
@@ -81,6 +82,25 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 	}
 	if p.ID == "" {
 		o.OnExit = func(process.Exit) { c.killRest() }
+		o.NewPIDNamespace = c.pidNS
+		o.NSMounts = c.nsMounts
+	} else if c.pidNS {
+		c.mu.Lock()
+		initP := c.init
+		c.mu.Unlock()
+		if initP == nil {
+			closeAll(streams)
+			c.Forget(p)
+			return fmt.Errorf("container %s init process is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+		}
+		ns, err := initP.OpenPIDNamespace()
+		if err != nil {
+			closeAll(streams)
+			c.Forget(p)
+			return err
+		}
+		defer ns.Close()
+		o.PIDNamespace = ns
 	}
 	if c.cgroup != nil {
 		f, err := c.cgroup.Open()
@@ -93,10 +113,21 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 		o.Cgroup = f
 	}
 	if err := p.Start(o); err != nil {
+		if p.ID == "" && c.pidNS {
+			c.undoNSMounts()
+		}
 		c.Forget(p)
 		return err
 	}
 	return nil
+}
+
+// undoNSMounts unmounts what an init that failed to start may have
+// mounted in its PID namespace (a new init mounts them again).
+func (c *Container) undoNSMounts() {
+	for i := len(c.nsMounts) - 1; i >= 0; i-- {
+		mount.Unmount(c.nsMounts[i].Target) //nolint:errcheck // teardown retries
+	}
 }
 
 // Forget drops a registered process that will not start.

@@ -111,3 +111,21 @@ func TestParseSpec(t *testing.T) {
 		t.Fatalf("spec %+v, %v", s, err)
 	}
 }
+
+func TestUnderNSProc(t *testing.T) {
+	c := &Container{Root: "/r", nsProcs: []nsProc{{dest: "/proc", target: "/r/proc"}}}
+	for in, want := range map[string]string{
+		"/proc":          "/r/proc",
+		"/proc/kcore":    "/r/proc/kcore",
+		"/proc//sys/":    "/r/proc/sys",
+		"/processes":     "",
+		"/sys/firmware":  "",
+		"relative/proc":  "",
+		"/proc/../etc/x": "",
+	} {
+		got, ok := c.underNSProc(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("underNSProc(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

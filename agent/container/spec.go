@@ -112,6 +112,21 @@ func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
+// ownPIDNamespace says whether the spec asks for a new PID namespace (a
+// pid entry without a path); one with a path is not honoured and the
+// container shares the VM's.
+func ownPIDNamespace(s *specs.Spec) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // bindsDev says whether the spec bind-mounts /dev, in which case the agent
 // creates no device nodes (runc's rule).
 func bindsDev(mounts []ociMount) bool {

@@ -124,6 +124,9 @@ func enterContainer(cfg *childConfig) error {
 	if err := setRlimits(p.Rlimits); err != nil {
 		return err
 	}
+	if err := doNSMounts(cfg.NSMounts); err != nil {
+		return err
+	}
 	if err := unix.Chroot(cfg.Root); err != nil {
 		return fmt.Errorf("chroot to %q: %w", cfg.Root, err)
 	}

@@ -8,9 +8,14 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// InitArg is argv[1] of the agent re-executed as a process's setup stage
-// ("msb-agent exec-init"); main dispatches on it.
-const InitArg = "exec-init"
+// The agent re-executed as a process's setup stage runs as
+// "msb-exec-init exec-init"; main dispatches on both words. argv[0] is what
+// tells it apart from the boot: the init of a container with its own PID
+// namespace is PID 1 there too, and the kernel starts /init as "/init".
+const (
+	InitArg   = "exec-init"
+	InitArgv0 = "msb-exec-init"
+)
 
 // childConfig is what the setup stage reads from its config pipe.
 type childConfig struct {
@@ -22,6 +27,9 @@ type childConfig struct {
 	CgroupNS bool `json:"cgroupns,omitempty"`
 	// Seccomp is the container's compiled linux.seccomp; nil installs none.
 	Seccomp *seccompFilter `json:"seccomp,omitempty"`
+	// NSMounts are made before the chroot (the init of a container with
+	// its own PID namespace mounts its proc).
+	NSMounts []NSMount `json:"nsmounts,omitempty"`
 }
 
 // maxConfig bounds what the setup stage reads (env and args included).

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +43,13 @@ type Options struct {
 	// OnExit runs once the exit is recorded, before the drain (the init
 	// process kills the rest of its container there).
 	OnExit func(Exit)
+	// NewPIDNamespace clones the process into a new PID namespace, whose
+	// PID 1 it is; NSMounts are then made inside it before the chroot.
+	NewPIDNamespace bool
+	NSMounts        []NSMount
+	// PIDNamespace, when set, is the PID namespace (an open ns/pid file)
+	// the process is born in.
+	PIDNamespace *os.File
 	// Exe is the agent binary to re-exec; "" is /proc/self/exe.
 	Exe string
 }
@@ -123,6 +131,9 @@ func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exit
 		return 0, -1, nil, err
 	}
 	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
+	if o.NewPIDNamespace {
+		cfg.NSMounts = o.NSMounts
+	}
 	werr := cfg.encode(cfgW)
 	cfgW.Close()
 	msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
@@ -145,6 +156,9 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 	}
 	pidfd := -1
 	sys := &syscall.SysProcAttr{Setsid: true, Setctty: o.Spec.Terminal, Ctty: 0, PidFD: &pidfd}
+	if o.NewPIDNamespace {
+		sys.Cloneflags |= unix.CLONE_NEWPID
+	}
 	if o.Cgroup != nil {
 		sys.UseCgroupFD = true
 		sys.CgroupFD = int(o.Cgroup.Fd())
@@ -154,10 +168,29 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 		Files: []uintptr{pio.child[0].Fd(), pio.child[1].Fd(), pio.child[2].Fd(), cfgR.Fd(), errW.Fd()},
 		Sys:   sys,
 	}
-	pid, exitCh, err := theReaper.fork(func() (int, error) {
-		return syscall.ForkExec(exe, []string{"msb-agent", InitArg}, attr)
-	})
+	var (
+		pid    int
+		exitCh <-chan unix.WaitStatus
+		err    error
+	)
+	forkIt := func() error {
+		pid, exitCh, err = theReaper.fork(func() (int, error) {
+			return syscall.ForkExec(exe, []string{InitArgv0, InitArg}, attr)
+		})
+		return err
+	}
+	if o.PIDNamespace != nil {
+		err = inPIDNamespace(o.PIDNamespace, forkIt)
+		if errors.Is(err, unix.ENOMEM) { // the namespace's init has exited
+			err = fmt.Errorf("%w: the container's init process has exited: %w", err, errdefs.ErrFailedPrecondition)
+		}
+	} else {
+		err = forkIt()
+	}
 	if err != nil {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
 		return 0, -1, nil, fmt.Errorf("fork process setup (%s): %w", exe, err)
 	}
 	return pid, pidfd, exitCh, nil

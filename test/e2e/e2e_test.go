@@ -134,6 +134,23 @@ func TestTaskPs(t *testing.T) {
 	}
 }
 
+// TestPIDNamespace: a container has its own PID namespace (ctr's default
+// spec asks for one), whose PID 1 is the container's process; execs join it.
+func TestPIDNamespace(t *testing.T) {
+	id := newID(t)
+	runDetached(t, busybox, id, "sleep", "300")
+	r := ctr(t, "task", "exec", "--exec-id", "p1", id, "sh", "-c", `tr '\0' ' ' </proc/1/cmdline; echo; echo "me=$$"`)
+	if r.Code != 0 || !strings.HasPrefix(r.Stdout, "sleep 300 \n") || strings.Contains(r.Stdout, "me=1\n") {
+		t.Fatalf("want PID 1 to be the container's sleep and the exec not PID 1; got %v", r)
+	}
+	// Only the container's processes are visible: its sleep, the exec's sh
+	// and what sh runs.
+	r = ctr(t, "task", "exec", "--exec-id", "p2", id, "sh", "-c", `ls -d /proc/[0-9]* | wc -l`)
+	if n, err := strconv.Atoi(strings.TrimSpace(r.Stdout)); r.Code != 0 || err != nil || n > 4 {
+		t.Fatalf("want at most 4 processes in the container's PID namespace; got %v", r)
+	}
+}
+
 func TestTaskMetrics(t *testing.T) {
 	id := newID(t)
 	runDetached(t, busybox, id, "sleep", "300")

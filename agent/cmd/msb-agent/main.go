@@ -12,12 +12,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[0] == process.InitArgv0 && os.Args[1] == process.InitArg {
+		process.RunInit()
+	}
 	// As PID 1, the kernel may pass command line words as arguments:
 	// ignore them.
 	if os.Getpid() != 1 && len(os.Args) > 1 {
 		switch os.Args[1] {
-		case process.InitArg:
-			process.RunInit()
 		case "--version", "version":
 			fmt.Println("msb-agent", service.Version)
 			return
