@@ -34,11 +34,12 @@ type GuestOptions struct {
 	// means vm.MaxDisks - MinRootDisks. The rest of vm.MaxDisks is for the
 	// root: pass vm.MaxDisks - len(Guest.Shares) to rootfs.Prepare.
 	MaxShares int
-	// InPod says the container belongs to a CRI pod whose containers all
-	// run in one VM: paths to the pod sandbox's IPC, UTS and PID
-	// namespaces then name what the guest's containers share already, and
-	// are dropped instead of refused.
-	InPod bool
+	// PodSandboxID is the CRI pod sandbox of a container whose pod runs
+	// in one VM ("" for none): paths to the sandbox's IPC and UTS
+	// namespaces then name what the guest's containers share already and
+	// are dropped, and a path to its PID namespace becomes the guest's
+	// "container:<sandbox id>", instead of being refused.
+	PodSandboxID string
 }
 
 // Guest is the container as the VM runs it.
@@ -107,7 +108,7 @@ func GuestSpec(spec *specs.Spec, opts GuestOptions) (*Guest, error) {
 	if err := g.hooks(); err != nil {
 		return nil, err
 	}
-	if err := g.linux(opts.InPod); err != nil {
+	if err := g.linux(opts.PodSandboxID); err != nil {
 		return nil, err
 	}
 	if err := g.mounts(opts); err != nil {
@@ -173,10 +174,10 @@ var guestDevices = map[[2]int64]string{
 // podShared are the namespaces a CRI pod's containers join from its
 // sandbox; in msb's guest every container of the VM shares them.
 var podShared = map[specs.LinuxNamespaceType]bool{
-	specs.IPCNamespace: true, specs.UTSNamespace: true, specs.PIDNamespace: true,
+	specs.IPCNamespace: true, specs.UTSNamespace: true,
 }
 
-func (g *Guest) linux(inPod bool) error {
+func (g *Guest) linux(podSandbox string) error {
 	l := g.Spec.Linux
 	if l == nil {
 		return nil
@@ -200,8 +201,12 @@ func (g *Guest) linux(inPod bool) error {
 			// The container uses the VM's network namespace; the VMM
 			// connects the VM to this one.
 			g.NetNS = n.Path
-		case inPod && podShared[n.Type]:
+		case podSandbox != "" && podShared[n.Type]:
 			// The pod sandbox's, which its containers share in the VM.
+		case podSandbox != "" && n.Type == specs.PIDNamespace:
+			// The pod shares its sandbox's PID namespace (CRI's POD mode).
+			n.Path = api.ContainerNamespace(podSandbox)
+			ns = append(ns, n)
 		default:
 			return fmt.Errorf("joining the host's %s namespace %s cannot be done from a microVM "+
 				"(only a network namespace path is accepted): %w", n.Type, n.Path, errdefs.ErrNotImplemented)

@@ -406,13 +406,22 @@ func TestGuestSpecPodNamespaces(t *testing.T) {
 	if _, err := GuestSpec(s, opts); err == nil {
 		t.Fatal("a host IPC namespace path was accepted outside a pod")
 	}
-	opts.InPod = true
+	opts.PodSandboxID = "sb1"
 	g, err := GuestSpec(s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if g.NetNS != "/var/run/netns/cni-1" || len(g.Spec.Linux.Namespaces) != 1 || g.Spec.Linux.Namespaces[0].Type != specs.MountNamespace {
 		t.Fatalf("netns %q, namespaces %+v", g.NetNS, g.Spec.Linux.Namespaces)
+	}
+	// A pod that shares its sandbox's PID namespace joins the sandbox
+	// container's in the guest.
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/42/ns/pid"})
+	if g, err = GuestSpec(s, opts); err != nil {
+		t.Fatal(err)
+	}
+	if ns := g.Spec.Linux.Namespaces; len(ns) != 2 || ns[1].Type != specs.PIDNamespace || ns[1].Path != "container:sb1" {
+		t.Fatalf("pid namespace in a pod: %+v", ns)
 	}
 	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"})
 	if _, err := GuestSpec(s, opts); err == nil {

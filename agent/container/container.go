@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,9 @@ type Config struct {
 	// CgroupParent holds one cgroup per container (/sys/fs/cgroup/msb);
 	// "" runs containers without cgroups.
 	CgroupParent string
+	// PIDNamespaceOf opens the PID namespace of another container's init,
+	// for a container whose spec joins it; nil refuses such containers.
+	PIDNamespaceOf func(id string) (*os.File, error)
 	// SetHostname is false in tests that must not rename their host.
 	SetHostname bool
 	// Sysctl is where linux.sysctl keys are written (/proc/sys).
@@ -45,9 +49,12 @@ type Container struct {
 	mounts []string // spec mounts, masks and read-only binds, in order
 	ptmx   string   // the container's devpts ptmx, "" without one
 	cgroup *cgroup.Group
-	// pidNS: the container has its own PID namespace, whose proc mounts
-	// (and the masks and read-only binds under them) its init makes.
+	// pidNS: the container has a PID namespace of its own or joins
+	// pidJoin's; its init makes its proc mounts (and the masks and
+	// read-only binds under them) from inside it.
 	pidNS    bool
+	pidJoin  string
+	joinPID  func(id string) (*os.File, error)
 	nsMounts []process.NSMount
 	nsProcs  []nsProc
 
@@ -69,7 +76,13 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}, pidNS: ownPIDNamespace(spec)}
+	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}, joinPID: cfg.PIDNamespaceOf}
+	if c.pidNS, c.pidJoin, err = pidNamespace(spec); err != nil {
+		return nil, err
+	}
+	if c.pidJoin != "" && c.joinPID == nil {
+		return nil, fmt.Errorf("joining container %s's PID namespace is not supported here: %w", c.pidJoin, errdefs.ErrNotImplemented)
+	}
 	c.gone, c.markGone = context.WithCancel(context.Background())
 	if cfg.CgroupParent != "" {
 		if c.cgroup, err = cgroup.Create(cfg.CgroupParent, id); err != nil {

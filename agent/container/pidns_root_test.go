@@ -22,6 +22,11 @@ import (
 // the given namespaces, proc on /proc, a mask and a read-only path in it.
 func pidNSContainer(t *testing.T, id string, ns []specs.LinuxNamespace) (*Container, string) {
 	t.Helper()
+	return pidNSContainerWith(t, Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t)}, id, ns)
+}
+
+func pidNSContainerWith(t *testing.T, cfg Config, id string, ns []specs.LinuxNamespace) (*Container, string) {
+	t.Helper()
 	image := imageDir(t)
 	for _, a := range []string{"ps", "tr", "grep", "readlink"} {
 		os.Symlink("busybox", filepath.Join(image, "bin", a))
@@ -44,7 +49,7 @@ func pidNSContainer(t *testing.T, id string, ns []specs.LinuxNamespace) (*Contai
 		},
 	}
 	b, _ := json.Marshal(s)
-	c, err := Create(context.Background(), Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t)}, id, plan, b)
+	c, err := Create(context.Background(), cfg, id, plan, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,10 +142,10 @@ echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo sysrw || echo sysro`
 	}
 }
 
-// A container without a pid namespace entry (or with a path, which is
-// not honoured) shares the VM's PID namespace and its /proc.
+// A container without a pid namespace entry shares the VM's PID namespace
+// and its /proc; a host namespace path is refused.
 func TestRootNoPIDNamespace(t *testing.T) {
-	c, _ := pidNSContainer(t, "nopidns", []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/1/ns/pid"}})
+	c, _ := pidNSContainer(t, "nopidns", nil)
 	initP := startInit(t, c)
 	out, status := run(t, c, "e0", "sh", "-c", `echo self=$$; ls /proc/`+strconv.Itoa(initP.Pid())+` >/dev/null && echo seesinit; wc -c < /proc/version`)
 	if status != 0 {
@@ -152,5 +157,43 @@ func TestRootNoPIDNamespace(t *testing.T) {
 	self, _ := os.Readlink("/proc/self/ns/pid")
 	if ns, _ := os.Readlink("/proc/" + strconv.Itoa(initP.Pid()) + "/ns/pid"); ns != self {
 		t.Errorf("init in PID namespace %q, agent in %q", ns, self)
+	}
+	b, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs"},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/1/ns/pid"}}}})
+	if _, err := Create(context.Background(), Config{Planner: mount.Planner{}}, "hostpid", nil, b); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a host PID namespace path: %v", err)
+	}
+}
+
+// A container whose spec names "container:<id>" joins that container's PID
+// namespace (a CRI pod in POD mode): it sees the other's init as PID 1,
+// and its own /proc is of that namespace.
+func TestRootJoinPIDNamespace(t *testing.T) {
+	sandbox, _ := pidNSContainer(t, "sandbox", []specs.LinuxNamespace{{Type: specs.PIDNamespace}})
+	sbInit := startInit(t, sandbox)
+	cfg := Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), PIDNamespaceOf: func(id string) (*os.File, error) {
+		if id != "sandbox" {
+			return nil, errdefs.ErrNotFound
+		}
+		return sandbox.OpenPIDNamespace()
+	}}
+	member, _ := pidNSContainerWith(t, cfg, "member", []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: api.ContainerNamespace("sandbox")}})
+	mInit := startInit(t, member)
+	sbNS, _ := os.Readlink("/proc/" + strconv.Itoa(sbInit.Pid()) + "/ns/pid")
+	if ns, _ := os.Readlink("/proc/" + strconv.Itoa(mInit.Pid()) + "/ns/pid"); ns != sbNS {
+		t.Fatalf("member init in PID namespace %q, sandbox's is %q", ns, sbNS)
+	}
+	out, status := run(t, member, "e0", "sh", "-c", `tr '\0' ' ' < /proc/1/cmdline; echo; echo self=$$`)
+	if status != 0 || !strings.HasPrefix(out, "sleep 100 \n") || strings.Contains(out, "self=1\n") {
+		t.Fatalf("status %d, output:\n%s", status, out)
+	}
+
+	orphan, _ := pidNSContainerWith(t, cfg, "orphan", []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: api.ContainerNamespace("gone")}})
+	p, err := orphan.AddProcess("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := orphan.StartProcess(p, &specs.Process{Args: []string{"true"}, Env: []string{"PATH=/bin"}}, nil); !errdefs.IsNotFound(err) {
+		t.Fatalf("joining a missing container's namespace: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package container
 import (
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"syscall"
 
@@ -82,23 +83,14 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 	}
 	if p.ID == "" {
 		o.OnExit = func(process.Exit) { c.killRest() }
-		o.NewPIDNamespace = c.pidNS
 		o.NSMounts = c.nsMounts
-	} else if c.pidNS {
-		c.mu.Lock()
-		initP := c.init
-		c.mu.Unlock()
-		if initP == nil {
-			closeAll(streams)
-			c.Forget(p)
-			return fmt.Errorf("container %s init process is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
-		}
-		ns, err := initP.OpenPIDNamespace()
-		if err != nil {
-			closeAll(streams)
-			c.Forget(p)
-			return err
-		}
+		o.NewPIDNamespace = c.pidNS && c.pidJoin == ""
+	}
+	if ns, err := c.joinedPIDNamespace(p); err != nil {
+		closeAll(streams)
+		c.Forget(p)
+		return err
+	} else if ns != nil {
 		defer ns.Close()
 		o.PIDNamespace = ns
 	}
@@ -120,6 +112,32 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 		return err
 	}
 	return nil
+}
+
+// joinedPIDNamespace opens the PID namespace p is born in when that is not
+// the agent's nor a new one: an exec joins its container's init's, the init
+// of a container that shares another's joins that one's init's.
+func (c *Container) joinedPIDNamespace(p *process.Process) (*os.File, error) {
+	switch {
+	case !c.pidNS:
+		return nil, nil
+	case p.ID == "" && c.pidJoin != "":
+		return c.joinPID(c.pidJoin)
+	case p.ID == "":
+		return nil, nil
+	}
+	return c.OpenPIDNamespace()
+}
+
+// OpenPIDNamespace opens the PID namespace of the container's running init.
+func (c *Container) OpenPIDNamespace() (*os.File, error) {
+	c.mu.Lock()
+	initP := c.init
+	c.mu.Unlock()
+	if initP == nil {
+		return nil, fmt.Errorf("container %s init process is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return initP.OpenPIDNamespace()
 }
 
 // undoNSMounts unmounts what an init that failed to start may have

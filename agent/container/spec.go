@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/agent/mount"
 )
 
@@ -112,19 +113,29 @@ func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
-// ownPIDNamespace says whether the spec asks for a new PID namespace (a
-// pid entry without a path); one with a path is not honoured and the
-// container shares the VM's.
-func ownPIDNamespace(s *specs.Spec) bool {
+// pidNamespace says what the spec asks of the PID namespace: a new one (a
+// pid entry without a path), to join another container's ("container:<id>",
+// joinID), or none (the VM's, shared with the agent). Any other path names
+// a host namespace, which the guest cannot join.
+func pidNamespace(s *specs.Spec) (own bool, joinID string, err error) {
 	if s.Linux == nil {
-		return false
+		return false, "", nil
 	}
 	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path == "" {
-			return true
+		if ns.Type != specs.PIDNamespace {
+			continue
 		}
+		if ns.Path == "" {
+			return true, "", nil
+		}
+		id, ok := api.ParseContainerNamespace(ns.Path)
+		if !ok {
+			return false, "", fmt.Errorf("pid namespace path %q: only \"container:<id>\" can be joined in the guest: %w",
+				ns.Path, errdefs.ErrInvalidArgument)
+		}
+		return true, id, nil
 	}
-	return false
+	return false, "", nil
 }
 
 // bindsDev says whether the spec bind-mounts /dev, in which case the agent

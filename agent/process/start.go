@@ -131,7 +131,7 @@ func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exit
 		return 0, -1, nil, err
 	}
 	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
-	if o.NewPIDNamespace {
+	if o.NewPIDNamespace || o.PIDNamespace != nil {
 		cfg.NSMounts = o.NSMounts
 	}
 	werr := cfg.encode(cfgW)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,12 +61,24 @@ func New(cfg Config) *Service {
 	if cfg.Network == nil {
 		cfg.Network = &network.Configurer{}
 	}
-	return &Service{
+	s := &Service{
 		cfg:        cfg,
 		Stdio:      stdio.NewRegistry(),
 		containers: map[string]*container.Container{},
 		creating:   map[string]bool{},
 	}
+	s.cfg.Container.PIDNamespaceOf = s.pidNamespaceOf
+	return s
+}
+
+// pidNamespaceOf opens the PID namespace of container id's running init,
+// for a container that shares it (a CRI pod's POD mode).
+func (s *Service) pidNamespaceOf(id string) (*os.File, error) {
+	c, err := s.container(id)
+	if err != nil {
+		return nil, err
+	}
+	return c.OpenPIDNamespace()
 }
 
 // Ping reports the agent version and the guest kernel release.

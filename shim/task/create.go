@@ -130,7 +130,10 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 		return nil, err
 	}
 	p := podOf(spec)
-	opts := oci.GuestOptions{ContainerID: r.ID, Root: rootfs.RootPath(r.ID), InPod: p != nil}
+	opts := oci.GuestOptions{ContainerID: r.ID, Root: rootfs.RootPath(r.ID)}
+	if p != nil {
+		opts.PodSandboxID = p.sandboxID
+	}
 	if p != nil {
 		opts.MaxShares = podMaxShares
 	}
