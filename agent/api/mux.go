@@ -22,7 +22,8 @@ const PortName = "msb.agent"
 // One virtio-console port carries everything: a yamux session whose streams
 // are opened by the host. Each stream starts with one header line that says
 // what it carries: "ttrpc" for the API, "stdio <container> <exec> <fd>" for
-// one stdio stream of one process. yamux's per-stream windows give each
+// one stdio stream of one process, "tcp <port>" for a connection to a port
+// on the guest's loopback (tcp.go). yamux's per-stream windows give each
 // stream its own flow control, so a reader that stalls on one process's
 // stdout never blocks the API or another process.
 const (
@@ -173,8 +174,8 @@ func (c *Client) Close() error {
 type StdioHandler func(StdioHeader, net.Conn)
 
 // Serve runs the guest side of the channel on conn until it ends: it serves
-// svc on the API stream and hands stdio streams to onStdio.
-func Serve(ctx context.Context, conn io.ReadWriteCloser, svc AgentService, onStdio StdioHandler) error {
+// svc on the API stream and hands the other streams to h.
+func Serve(ctx context.Context, conn io.ReadWriteCloser, svc AgentService, h Handlers) error {
 	sess, err := yamux.Server(conn, muxConfig())
 	if err != nil {
 		return fmt.Errorf("agent channel: %w", err)
@@ -196,11 +197,11 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, svc AgentService, onStd
 			}
 			return fmt.Errorf("accept stream: %w", err)
 		}
-		go route(s, lis, onStdio)
+		go route(s, lis, h)
 	}
 }
 
-func route(s *yamux.Stream, lis *chanListener, onStdio StdioHandler) {
+func route(s *yamux.Stream, lis *chanListener, h Handlers) {
 	line, err := readHeader(s)
 	if err != nil {
 		s.Close()
@@ -210,13 +211,23 @@ func route(s *yamux.Stream, lis *chanListener, onStdio StdioHandler) {
 	switch {
 	case len(fields) == 1 && fields[0] == kindTTRPC:
 		lis.push(s)
-	case len(fields) > 0 && fields[0] == kindStdio:
-		h, err := parseStdio(fields)
+	case len(fields) > 0 && fields[0] == kindStdio && h.Stdio != nil:
+		hdr, err := parseStdio(fields)
 		if err != nil {
 			s.Close()
 			return
 		}
-		onStdio(h, s)
+		h.Stdio(hdr, s)
+	case len(fields) > 0 && fields[0] == kindTCP:
+		port, err := parseTCP(fields)
+		switch {
+		case err != nil:
+			Refuse(s, err)
+		case h.TCP == nil:
+			Refuse(s, errors.New("port forwarding is not served"))
+		default:
+			h.TCP(port, s)
+		}
 	default:
 		s.Close()
 	}

@@ -16,11 +16,13 @@ func (pingOnly) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 }
 
 // pair connects a Client and a guest Serve over an in-memory pipe.
-func pair(t *testing.T, onStdio StdioHandler) *Client {
+func pair(t *testing.T, onStdio StdioHandler) *Client { return pairTCP(t, onStdio, nil) }
+
+func pairTCP(t *testing.T, onStdio StdioHandler, onTCP TCPHandler) *Client {
 	host, guest := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, guest, pingOnly{}, onStdio) }()
+	go func() { done <- Serve(ctx, guest, pingOnly{}, Handlers{Stdio: onStdio, TCP: onTCP}) }()
 	c, err := NewClient(host)
 	if err != nil {
 		t.Fatal(err)

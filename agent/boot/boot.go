@@ -111,7 +111,7 @@ func serve(ctx context.Context, svc *service.Service) {
 		Fatal(ctx, err)
 	}
 	log.G(ctx).Infof("msb-agent %s serving on %s", service.Version, port.Name())
-	err = api.Serve(ctx, newPortConn(port), svc, svc.Stdio.Put)
+	err = api.Serve(ctx, newPortConn(port), svc, api.Handlers{Stdio: svc.Stdio.Put, TCP: service.ForwardTCP})
 	if err == nil {
 		err = errChannelClosed
 	}

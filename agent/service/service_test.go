@@ -55,7 +55,7 @@ func client(t *testing.T, cfg Config) (*api.Client, *Service) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		api.Serve(ctx, guest, svc, svc.Stdio.Put)
+		api.Serve(ctx, guest, svc, api.Handlers{Stdio: svc.Stdio.Put})
 	}()
 	c, err := api.NewClient(host)
 	if err != nil {

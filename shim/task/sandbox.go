@@ -17,6 +17,7 @@ import (
 	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/shim/network"
+	"github.com/msb-runtime/msb/shim/portfwd"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
 )
@@ -38,6 +39,8 @@ type sandbox struct {
 	// stopping is set before the shim ends the VM on purpose, so its end
 	// is not mistaken for a crash.
 	stopping atomic.Bool
+	// fwd takes CRI port-forward connections in a pod's namespace.
+	fwd *portfwd.Listener
 }
 
 // bootSpec is everything a VM needs besides the runtime configuration.
@@ -130,6 +133,9 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	if err := state.Write(b.bundle, st); err != nil {
 		return nil, err
 	}
+	if b.pod != nil && b.netns != "" {
+		sb.startPortForward(ctx)
+	}
 	return sb, nil
 }
 
@@ -205,6 +211,7 @@ func (sb *sandbox) stop(ctx context.Context) {
 // the run directory and the state record.
 func (sb *sandbox) cleanup(ctx context.Context) {
 	sb.stopping.Store(true)
+	sb.stopPortForward()
 	if sb.vm != nil {
 		sb.vm.Kill()
 	}
