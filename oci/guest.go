@@ -267,6 +267,16 @@ var bindOptions = map[string]bool{
 	"private": true, "rprivate": true, "slave": true, "rslave": true, "unbindable": true, "runbindable": true,
 }
 
+// BindOptions are the bind mount options msb honours, sorted.
+func BindOptions() []string {
+	opts := make([]string, 0, len(bindOptions))
+	for o := range bindOptions {
+		opts = append(opts, o)
+	}
+	slices.Sort(opts)
+	return opts
+}
+
 func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || m.Type == "rbind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }

@@ -190,9 +190,14 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 
 // Info reports the runtime's name and version.
 func (Manager) Info(ctx context.Context, _ io.Reader) (*apitypes.RuntimeInfo, error) {
+	f, err := marshalFeatures()
+	if err != nil {
+		return nil, err
+	}
 	return &apitypes.RuntimeInfo{
-		Name:    RuntimeName,
-		Version: &apitypes.RuntimeVersion{Version: Version},
+		Name:     RuntimeName,
+		Version:  &apitypes.RuntimeVersion{Version: Version},
+		Features: f,
 	}, nil
 }
 

@@ -51,6 +51,13 @@ func Mount(source, target, fstype string, o Options) error {
 			return fmt.Errorf("remount bind %q with flags %#x: %w", target, re, Errno(err))
 		}
 	}
+	if o.IsBind() && o.RecSet|o.RecClear != 0 {
+		attr := &unix.MountAttr{Attr_set: o.RecSet, Attr_clr: o.RecClear}
+		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
+			unix.Unmount(target, unix.MNT_DETACH) //nolint:errcheck // best effort
+			return fmt.Errorf("set recursive attributes %#x/%#x on %q: %w", o.RecSet, o.RecClear, target, Errno(err))
+		}
+	}
 	if o.Propagation != 0 {
 		if err := unix.Mount("", target, "", o.Propagation, ""); err != nil {
 			unix.Unmount(target, unix.MNT_DETACH) //nolint:errcheck // best effort

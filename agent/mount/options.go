@@ -20,6 +20,10 @@ type Options struct {
 	Data []string
 	// Mkdirs are containerd's X-containerd.mkdir.path= entries ("path:mode").
 	Mkdirs []string
+	// RecSet and RecClear are MOUNT_ATTR_* bits that the "r"-prefixed
+	// options (rro, rnosuid, ...) apply with mount_setattr(2) to a bind
+	// and every mount below it, as runc does.
+	RecSet, RecClear uint64
 }
 
 // DataString is Data as mount(2)'s data argument.
@@ -65,6 +69,27 @@ var flagOps = map[string]flagOp{
 	"sync":          {false, unix.MS_SYNCHRONOUS},
 }
 
+type attrOp struct {
+	clear bool
+	attr  uint64
+}
+
+// recursiveOps are runc's recursive mount options.
+var recursiveOps = map[string]attrOp{
+	"rro":          {false, unix.MOUNT_ATTR_RDONLY},
+	"rrw":          {true, unix.MOUNT_ATTR_RDONLY},
+	"rnosuid":      {false, unix.MOUNT_ATTR_NOSUID},
+	"rsuid":        {true, unix.MOUNT_ATTR_NOSUID},
+	"rnodev":       {false, unix.MOUNT_ATTR_NODEV},
+	"rdev":         {true, unix.MOUNT_ATTR_NODEV},
+	"rnoexec":      {false, unix.MOUNT_ATTR_NOEXEC},
+	"rexec":        {true, unix.MOUNT_ATTR_NOEXEC},
+	"rnodiratime":  {false, unix.MOUNT_ATTR_NODIRATIME},
+	"rdiratime":    {true, unix.MOUNT_ATTR_NODIRATIME},
+	"rnosymfollow": {false, unix.MOUNT_ATTR_NOSYMFOLLOW},
+	"rsymfollow":   {true, unix.MOUNT_ATTR_NOSYMFOLLOW},
+}
+
 var propagationOps = map[string]uintptr{
 	"private":     unix.MS_PRIVATE,
 	"rprivate":    unix.MS_PRIVATE | unix.MS_REC,
@@ -100,6 +125,16 @@ func ParseOptions(opts []string) Options {
 		}
 		if p, ok := propagationOps[opt]; ok {
 			o.Propagation = p
+			continue
+		}
+		if op, ok := recursiveOps[opt]; ok {
+			if op.clear {
+				o.RecSet &^= op.attr
+				o.RecClear |= op.attr
+			} else {
+				o.RecClear &^= op.attr
+				o.RecSet |= op.attr
+			}
 			continue
 		}
 		switch {

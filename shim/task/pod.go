@@ -108,7 +108,11 @@ func bindHost(sh vm.Share, target string) error {
 		return fmt.Errorf("bind %s into the pod share: %w", sh.Path, err)
 	}
 	if sh.ReadOnly {
-		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		// Read-only all the way down: the guest sees the share as one
+		// file system (submounts included), and must not write through
+		// virtiofsd where its own mount is read-only.
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
 			return fmt.Errorf("make %s read-only: %w", target, err)
 		}
 	}
