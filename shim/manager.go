@@ -182,6 +182,13 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 		}
 		return cshim.StopStatus{}, err
 	}
+	if st.OwnerRunning() {
+		// containerd closed its connection for this task only (a pod's
+		// sandbox deleted before its other containers): the shim still
+		// runs the VM for them and cleans up when the last one goes.
+		log.G(ctx).WithField("id", id).WithField("shim_pid", st.ShimPid).Debug("the shim owning the VM still runs")
+		return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+	}
 	if err := st.Cleanup(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
 	}

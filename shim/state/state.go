@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,10 @@ const fileName = "msb-state.json"
 type State struct {
 	// VMMPid is the VMM's pid (and process group).
 	VMMPid int `json:"vmm_pid"`
+	// ShimPid is the shim that owns the VM. containerd runs "shim delete"
+	// when it closes its connection for a task, also when the shim still
+	// serves the pod's other containers: that shim then owns the cleanup.
+	ShimPid int `json:"shim_pid,omitempty"`
 	// RunDir holds the VM's sockets and logs; the VMM's command line names
 	// it, which is how a pid that was reused is told apart.
 	RunDir string `json:"run_dir"`
@@ -154,4 +159,37 @@ func waitGone(pid int, d time.Duration) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Split separates a sandbox container's record into its own part (its
+// host mounts and their directories) and the VM's (the VMM, run directory,
+// network and the directories in keep). A pod's sandbox container can be
+// deleted before the pod's other containers: its part is undone then, the
+// VM's when the VM stops.
+func (s *State) Split(keep ...string) (own, vm *State) {
+	own = &State{HostMounts: s.HostMounts}
+	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, RunDir: s.RunDir, TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
+	for _, d := range s.Dirs {
+		if slices.Contains(keep, d) {
+			vm.Dirs = append(vm.Dirs, d)
+		} else {
+			own.Dirs = append(own.Dirs, d)
+		}
+	}
+	return own, vm
+}
+
+// OwnerRunning says whether the shim that owns the VM is another process
+// that still runs (its command line names the same shim binary).
+func (s *State) OwnerRunning() bool {
+	if s.ShimPid <= 0 || s.ShimPid == os.Getpid() {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.ShimPid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	argv0, _, _ := strings.Cut(string(b), "\x00")
+	self, err := os.Executable()
+	return err == nil && filepath.Base(argv0) == filepath.Base(self)
 }

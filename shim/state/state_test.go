@@ -78,3 +78,44 @@ func TestCleanupKillsUnrecordedVMM(t *testing.T) {
 		t.Fatal("the process naming the run directory was not killed")
 	}
 }
+
+func TestSplit(t *testing.T) {
+	s := &State{VMMPid: 7, RunDir: "/run/msb/vm/x", TapIn: "/ns", NetNS: "/ns",
+		HostMounts: []string{"/b/rootfs", "/pod/sb/rootfs"}, Dirs: []string{"/pod/sb/rootfs", "/pod/sb", "/pod"}, bundle: "/b"}
+	own, vm := s.Split("/pod")
+	if own.VMMPid != 0 || own.RunDir != "" || own.TapIn != "" || own.NetNS != "" || own.bundle != "" ||
+		len(own.HostMounts) != 2 || len(own.Dirs) != 2 || own.Dirs[1] != "/pod/sb" {
+		t.Fatalf("container part %+v", own)
+	}
+	if vm.VMMPid != 7 || vm.RunDir != s.RunDir || vm.NetNS != "/ns" || len(vm.HostMounts) != 0 ||
+		len(vm.Dirs) != 1 || vm.Dirs[0] != "/pod" || vm.bundle != "/b" {
+		t.Fatalf("VM part %+v", vm)
+	}
+}
+
+func TestOwnerRunning(t *testing.T) {
+	if os.Getenv("MSB_TEST_SLEEP") != "" {
+		time.Sleep(time.Minute) // the "owning shim" of the parent test
+		return
+	}
+	if (&State{ShimPid: os.Getpid()}).OwnerRunning() {
+		t.Fatal("the process itself counts as another owner")
+	}
+	if (&State{ShimPid: 1}).OwnerRunning() {
+		t.Fatal("pid 1 (another binary) counts as the owning shim")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOwnerRunning$")
+	cmd.Env = append(os.Environ(), "MSB_TEST_SLEEP=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	owner := &State{ShimPid: cmd.Process.Pid}
+	if !owner.OwnerRunning() {
+		t.Error("another process of the same binary does not count as the owning shim")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if owner.OwnerRunning() {
+		t.Error("an owner that exited still counts")
+	}
+}

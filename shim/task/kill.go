@@ -78,7 +78,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	defer s.lifecycle.Unlock()
 	c.stopWatch()
 	s.deleteInGuest(ctx, c)
-	if sb, err := s.currentSandbox(); err == nil && sb.bundle != c.bundle {
+	sb, _ := s.currentSandbox()
+	if sb != nil && sb.bundle != c.bundle {
 		cleanupState(ctx, c.bundle) // a pod member's host mounts
 	}
 	for _, e := range c.all() {
@@ -88,8 +89,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	delete(s.containers, c.id)
 	last := len(s.containers) == 0
 	s.mu.Unlock()
-	if last {
+	switch {
+	case last:
 		s.stopSandbox(ctx)
+	case sb != nil && sb.bundle == c.bundle && sb.pod != nil:
+		sb.releaseSandboxContainer(ctx)
 	}
 	if c.hooks != nil {
 		if err := runHooks(ctx, "poststop", c.hooks.Poststop, ociState(c, specs.StateStopped, 0)); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/agent/api"
@@ -41,6 +42,9 @@ type sandbox struct {
 	stopping atomic.Bool
 	// fwd takes CRI port-forward connections in a pod's namespace.
 	fwd *portfwd.Listener
+	// vmState is the VM's part of the record once the bundle that held
+	// it is gone (a pod's sandbox container deleted before the others).
+	vmState *state.State
 }
 
 // bootSpec is everything a VM needs besides the runtime configuration.
@@ -79,7 +83,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create VM run directory: %w", err)
 	}
-	st := &state.State{RunDir: sb.runDir}
+	st := &state.State{RunDir: sb.runDir, ShimPid: os.Getpid()}
 	if len(b.plan.HostMounts) > 0 {
 		st.HostMounts = []string{b.plan.HostRootfs}
 	}
@@ -216,6 +220,9 @@ func (sb *sandbox) cleanup(ctx context.Context) {
 		sb.vm.Kill()
 	}
 	st, err := state.Read(sb.bundle)
+	if errdefs.IsNotFound(err) && sb.vmState != nil {
+		st, err = sb.vmState, nil
+	}
 	if err == nil {
 		err = st.Cleanup(ctx)
 	}
@@ -224,6 +231,26 @@ func (sb *sandbox) cleanup(ctx context.Context) {
 	}
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("sandbox cleanup")
+	}
+}
+
+// releaseSandboxContainer undoes the host mounts of a pod's sandbox
+// container deleted while the pod's other containers still run in the VM:
+// containerd removes its bundle, and the record in it, right after. The
+// VM's part of the record stays in memory until the VM stops.
+func (sb *sandbox) releaseSandboxContainer(ctx context.Context) {
+	st, err := state.Read(sb.bundle)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("sandbox container cleanup")
+		return
+	}
+	own, vm := st.Split(sb.pod.dir())
+	sb.vmState = vm
+	if err := own.Cleanup(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("sandbox container cleanup")
+	}
+	if err := state.Write(sb.bundle, vm); err != nil {
+		log.G(ctx).WithError(err).Warn("sandbox container cleanup")
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,8 +95,8 @@ func writeJSON(t *testing.T, dir, name string, v any) string {
 }
 
 // TestCRIPod runs a pod of two containers through CRI: logs, exec, the
-// pod's address, and (msb) both containers in one VM; then stop and
-// remove leave nothing behind.
+// pod's address, PID namespaces, port-forward, and (msb) both containers
+// in one VM; then stop and remove leave nothing behind.
 func TestCRIPod(t *testing.T) {
 	criImages(t)
 	before := captureHostState(t)
@@ -122,7 +125,9 @@ func TestCRIPod(t *testing.T) {
 		mustCrictl(t, "start", id)
 		return id
 	}
-	c1 := start("c1", "sh", "-c", "echo hello-from-c1; hostname; exec sleep 100000")
+	// c1 also serves HTTP on its pod's loopback only, for port-forward.
+	c1 := start("c1", "sh", "-c", "echo hello-from-c1; hostname; mkdir /tmp/www; echo pf-ok >/tmp/www/index.html; "+
+		"httpd -p 127.0.0.1:8080 -h /tmp/www; exec sleep 100000")
 	c2 := start("c2", "sleep", "100000")
 	if err := eventually(func() error {
 		if l := crictl(t, "logs", c1); !strings.Contains(l.Stdout, "hello-from-c1\ne2e-pod") {
@@ -149,6 +154,13 @@ func TestCRIPod(t *testing.T) {
 	if e := crictl(t, "exec", c1, "ip", "-4", "-o", "addr"); !strings.Contains(e.Stdout, " "+st.Status.Network.IP+"/") {
 		t.Fatalf("container lacks the pod IP %s: %s", st.Status.Network.IP, e)
 	}
+	// The pod shares its sandbox's PID namespace (crictl's default, CRI's
+	// POD mode): PID 1 of both containers is the pause process.
+	pid1 := func(id string) string { return mustCrictl(t, "exec", id, "cat", "/proc/1/cmdline") }
+	if p1, p2 := pid1(c1), pid1(c2); p1 != p2 || !(strings.Contains(p1, "pause") || strings.Contains(p1, "2147483647")) {
+		t.Fatalf("PID 1 of c1 %q and of c2 %q should both be the pod's pause process", p1, p2)
+	}
+	checkPortForward(t, pod, 8080, "pf-ok\n")
 	if isMSB() {
 		var shims []int
 		for _, p := range procs() {
@@ -162,6 +174,103 @@ func TestCRIPod(t *testing.T) {
 	}
 	mustCrictl(t, "stop", c1, c2)
 	mustCrictl(t, "rm", c1, c2)
+	mustCrictl(t, "stopp", pod)
+	mustCrictl(t, "rmp", pod)
+	checkNoLeaks(t, before)
+}
+
+// checkPortForward has crictl forward a local port to port in the pod, and
+// fetches want from the server there over HTTP.
+func checkPortForward(t *testing.T, pod string, port int, want string) {
+	t.Helper()
+	lis, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := lis.Addr().(*net.TCPAddr).Port
+	lis.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+	defer cancel()
+	cmd := crictlCommand(ctx, []string{"port-forward", pod, fmt.Sprintf("%d:%d", local, port)})
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); cmd.Wait() }() //nolint:errcheck // killed on purpose
+	client := &http.Client{Timeout: 10 * time.Second}
+	err = eventually(func() error {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", local))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != want {
+			return fmt.Errorf("got %q, %v; want %q", b, err, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("port-forward %d:%d: %v; crictl said: %s", local, port, err, out.String())
+	}
+}
+
+// TestCRISandboxExitsFirst: the pod's pause process dies while a container
+// of the pod runs (PID namespaces per container, so it survives). CRI then
+// deletes the sandbox's task, and containerd its bundle, before the
+// container's; the container keeps working, and removing the pod leaves
+// nothing behind.
+func TestCRISandboxExitsFirst(t *testing.T) {
+	criImages(t)
+	before := captureHostState(t)
+	dir := t.TempDir()
+	name := "e2e-sbexit-" + runToken
+	podCfg := writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": name, "attempt": 0},
+		"log_directory": dir,
+		"linux": map[string]any{"security_context": map[string]any{
+			"namespace_options": map[string]any{"pid": 1}}}, // CONTAINER
+	})
+	pod := mustCrictl(t, "runp", "--runtime", criHandler(), podCfg)
+	t.Cleanup(func() {
+		crictl(t, "stopp", pod)
+		crictl(t, "rmp", pod)
+	})
+	cfg := writeJSON(t, dir, "c1.json", map[string]any{
+		"metadata": map[string]any{"name": "c1"},
+		"image":    map[string]any{"image": busybox},
+		"command":  []string{"sleep", "100000"},
+		"log_path": "c1.log",
+		"linux": map[string]any{"security_context": map[string]any{
+			"namespace_options": map[string]any{"pid": 1}}},
+	})
+	c1 := mustCrictl(t, "create", pod, cfg, podCfg)
+	mustCrictl(t, "start", c1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, ctrBin, "--address", socket, "--namespace", criNamespace,
+		"task", "kill", "--signal", "SIGKILL", pod).CombinedOutput(); err != nil {
+		t.Fatalf("kill the pod's pause process: %v\n%s", err, out)
+	}
+	// CRI marks the pod not ready once it has deleted the sandbox's task.
+	if err := eventually(func() error {
+		if out := mustCrictl(t, "inspectp", "-o", "go-template", "--template", "{{.status.state}}", pod); out != "SANDBOX_NOTREADY" {
+			return fmt.Errorf("pod state %s", out)
+		}
+		out, _ := exec.CommandContext(ctx, ctrBin, "--address", socket, "--namespace", criNamespace, "task", "ls").CombinedOutput()
+		if strings.Contains(string(out), pod) {
+			return fmt.Errorf("the sandbox's task is still there:\n%s", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if e := crictl(t, "exec", c1, "echo", "still-here"); e.Stdout != "still-here\n" {
+		t.Fatalf("exec in the container after its sandbox exited: %s", e)
+	}
+	mustCrictl(t, "rm", "-f", c1)
 	mustCrictl(t, "stopp", pod)
 	mustCrictl(t, "rmp", pod)
 	checkNoLeaks(t, before)

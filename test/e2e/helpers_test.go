@@ -634,7 +634,8 @@ func vmms(ps []proc, underShim int) []proc {
 // hostState is what a container may leave behind on the host; every field
 // holds one string per thing.
 type hostState struct {
-	Mounts    []string // mount points under containerd's root or state
+	Mounts    []string // mount points under containerd's root or state, or msb's /run/msb
+	MSBDirs   []string // VM run directories and pod share directories under /run/msb
 	Loops     []string // `losetup -a` lines whose backing file is under them
 	Shims     []string // our runtime's shims for our namespace
 	VMMs      []string
@@ -646,7 +647,7 @@ func captureHostState(t *testing.T) hostState {
 	t.Helper()
 	var s hostState
 	under := func(p string) bool {
-		return strings.HasPrefix(p, ctdRoot+"/") || strings.HasPrefix(p, ctdState+"/")
+		return strings.HasPrefix(p, ctdRoot+"/") || strings.HasPrefix(p, ctdState+"/") || strings.HasPrefix(p, "/run/msb/")
 	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -674,6 +675,12 @@ func captureHostState(t *testing.T) hostState {
 	}
 	for _, p := range vmms(ps, 0) {
 		s.VMMs = append(s.VMMs, fmt.Sprintf("%d %s", p.pid, p.cmdline))
+	}
+	for _, d := range []string{"/run/msb/vm", "/run/msb/pods"} {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			s.MSBDirs = append(s.MSBDirs, filepath.Join(d, e.Name()))
+		}
 	}
 	for _, dir := range []string{ctdRoot, ctdState} {
 		d := filepath.Join(dir, "io.containerd.runtime.v2.task", namespace)
@@ -705,6 +712,7 @@ func (s hostState) newSince(before hostState) []string {
 	diff("shim", before.Shims, s.Shims)
 	diff("VMM", before.VMMs, s.VMMs)
 	diff("task dir", before.TaskDirs, s.TaskDirs)
+	diff("msb dir", before.MSBDirs, s.MSBDirs)
 	diff("snapshot", before.Snapshots, s.Snapshots)
 	return leaks
 }
