@@ -105,7 +105,7 @@ func bindHost(sh vm.Share, target string) error {
 		return err
 	}
 	if err := unix.Mount(sh.Path, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s into the pod share: %w", sh.Path, err)
+		return fmt.Errorf("bind %s on %s: %w", sh.Path, target, err)
 	}
 	if sh.ReadOnly {
 		// Read-only all the way down: the guest sees the share as one

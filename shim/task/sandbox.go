@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -100,7 +101,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	if err := b.plan.MountHost(ctx); err != nil {
 		return nil, err
 	}
-	shares, err := vmShares(b, st)
+	shares, err := vmShares(b, st, filepath.Join(readOnlyRoot, filepath.Base(sb.runDir)))
 	if err != nil {
 		return nil, err
 	}
@@ -143,12 +144,16 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	return sb, nil
 }
 
-// vmShares are the VM's virtio-fs shares: the container's own, or for a
-// CRI pod the pod directory alone, with the container's shares bound
-// under it.
-func vmShares(b *bootSpec, st *state.State) ([]vm.Share, error) {
+// readOnlyRoot holds, per VM, the read-only binds its read-only shares are
+// served from.
+const readOnlyRoot = "/run/msb/ro"
+
+// vmShares are the VM's virtio-fs shares: the container's own (read-only
+// ones through guardReadOnly's binds in roDir), or for a CRI pod the pod
+// directory alone, with the container's shares bound under it.
+func vmShares(b *bootSpec, st *state.State, roDir string) ([]vm.Share, error) {
 	if b.pod == nil {
-		return b.shares(), nil
+		return guardReadOnly(b.bundle, b.shares(), roDir, st)
 	}
 	dir := b.pod.dir()
 	st.Dirs = append(st.Dirs, dir)
@@ -160,6 +165,34 @@ func vmShares(b *bootSpec, st *state.State) ([]vm.Share, error) {
 	}
 	b.preMounts = []*api.Mount{b.pod.mount()}
 	return []vm.Share{b.pod.share()}, nil
+}
+
+// guardReadOnly serves each read-only share from a bind of it in dir that
+// is read-only all the way down: QEMU 7.2's virtiofsd has no read-only
+// export, and the guest, which is not trusted, must not be able to write
+// where its own mount is read-only. Each bind is recorded in st first, so
+// it is undone.
+func guardReadOnly(bundle string, shares []vm.Share, dir string, st *state.State) ([]vm.Share, error) {
+	out := append([]vm.Share{}, shares...)
+	for i, sh := range out {
+		if !sh.ReadOnly {
+			continue
+		}
+		if !slices.Contains(st.Dirs, dir) {
+			st.Dirs = append(st.Dirs, dir)
+		}
+		target := filepath.Join(dir, sh.Tag)
+		st.HostMounts = append(st.HostMounts, target)
+		st.Dirs = append([]string{target}, st.Dirs...)
+		if err := state.Write(bundle, st); err != nil {
+			return nil, err
+		}
+		if err := bindHost(sh, target); err != nil {
+			return nil, err
+		}
+		out[i].Path = target
+	}
+	return out, nil
 }
 
 // addNetwork makes the network namespace (unless CRI gave one) and the

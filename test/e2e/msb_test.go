@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests here are about the VM around each container; runc has none.
@@ -76,4 +80,51 @@ func TestShimKilled(t *testing.T) {
 		t.Errorf("task %s still listed", id)
 	}
 	checkNoLeaks(t, before) // shims and VMMs included
+}
+
+// TestReadOnlyBindOnHost: the guest is not trusted, so a read-only bind
+// mount must be read-only on the host side of the VM too, not only in the
+// guest's mount table: virtiofsd serves it from a read-only bind.
+func TestReadOnlyBindOnHost(t *testing.T) {
+	skipUnlessMSB(t, "runc has no virtiofsd")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := newID(t)
+	before := captureHostState(t)
+	if r := ctr(t, append([]string{"run", "-d", "--runtime", runtimeName, "--snapshotter", "erofs",
+		"--mount", "type=bind,src=" + dir + ",dst=/mnt,options=rbind:ro"}, busybox, id, "sleep", "300")...); r.Code != 0 {
+		t.Fatalf("%v", r)
+	}
+	if r := ctr(t, "task", "exec", "--exec-id", "w", id, "sh", "-c", "cat /mnt/in.txt; echo x >/mnt/out.txt"); r.Stdout != "from the host\n" || r.Code == 0 {
+		t.Fatalf("read-only bind in the container: want the file and a failed write, got %v", r)
+	}
+	var sources []string
+	for _, p := range procs() {
+		if _, src, ok := strings.Cut(p.cmdline, "source="); ok && p.exe != "ctr" {
+			src, _, _ = strings.Cut(src, " ")
+			sources = append(sources, src)
+		}
+	}
+	served := ""
+	for _, src := range sources {
+		if b, err := os.ReadFile(filepath.Join(src, "in.txt")); err == nil && string(b) == "from the host\n" {
+			served = src
+		}
+	}
+	if served == "" || served == dir {
+		t.Fatalf("virtiofsd should serve the bind from a read-only bind of it, not %q (sources %v)", served, sources)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(served, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Fatalf("%s is not a read-only mount: flags %#x, %v", served, st.Flags, err)
+	}
+	if err := os.WriteFile(filepath.Join(served, "out.txt"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write through the served directory: %v, want EROFS", err)
+	}
+	if err := removeContainer(id); err != nil {
+		t.Fatal(err)
+	}
+	checkNoLeaks(t, before)
 }
