@@ -100,6 +100,9 @@ func hostPlan(id string, m *mnt, opts Options) (*Plan, error) {
 // is served over virtio-fs; it does nothing for a root on disks. Call it
 // before the VM starts; UnmountHost undoes it.
 func (p *Plan) MountHost(ctx context.Context) error {
+	if len(p.HostSteps) > 0 {
+		return p.mountSteps(ctx)
+	}
 	if len(p.HostMounts) == 0 {
 		return nil
 	}

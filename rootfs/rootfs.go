@@ -100,6 +100,9 @@ type Plan struct {
 	// stopped: Shares[0] serves that directory.
 	HostMounts []mount.Mount
 	HostRootfs string
+	// HostSteps, when not empty, build the root on the host instead: each
+	// mounts at its own target, the last at HostRootfs (OnHost).
+	HostSteps []HostStep
 
 	// Created lists files Prepare created (the ext4 upper image). They
 	// belong to the snapshot from now on: containerd removes them with it.

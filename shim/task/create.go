@@ -167,12 +167,18 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 func (b *bootSpec) diskBudget(joining bool) int {
 	switch {
 	case joining:
-		return 1 // a root on the host, shared through the pod directory
+		// The root is built on the host and shared through the pod
+		// directory: an EROFS image is a host mount, not a disk.
+		return hostLayerBudget
 	case b.pod != nil:
 		return vm.MaxDisks - 1 - b.nics() // the pod share
 	}
 	return vm.MaxDisks - len(b.guest.Shares) - b.nics()
 }
+
+// hostLayerBudget bounds the EROFS mounts of a root built on the host;
+// beyond it the bottom layers are flattened, as for disks.
+const hostLayerBudget = 64
 
 func (b *bootSpec) nics() int {
 	if b.withNet {

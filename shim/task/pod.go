@@ -8,7 +8,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
 )
@@ -127,12 +130,19 @@ func (s *service) joinPod(ctx context.Context, sb *sandbox, r createRequest, b *
 		return fmt.Errorf("container %s would join a sandbox whose VM already runs, but it is not a container of that CRI pod: %w",
 			r.id, errdefs.ErrFailedPrecondition)
 	}
-	if len(b.plan.Disks) > 0 {
-		return fmt.Errorf("container %s: a pod's later containers need their root on the host (the VM takes no new disks): "+
-			"configure the msb runtime handler with the overlayfs snapshotter: %w", r.id, errdefs.ErrFailedPrecondition)
+	// The VM takes no new disks: an EROFS root is built on the host.
+	stage := filepath.Join(hostStageRoot, bundleHash(r.bundle))
+	plan, err := b.plan.OnHost(r.id, stage, filepath.Join(r.bundle, "rootfs"), rootfs.DefaultSerialPrefix(r.id)+"-rootfs")
+	if err != nil {
+		return err
 	}
+	b.plan = plan
 	st := &state.State{}
-	if len(b.plan.HostMounts) > 0 {
+	switch {
+	case len(b.plan.HostSteps) > 0:
+		st.HostMounts = b.plan.HostTargets()
+		st.Dirs = stageDirs(stage, st.HostMounts)
+	case len(b.plan.HostMounts) > 0:
 		st.HostMounts = []string{b.plan.HostRootfs}
 	}
 	defer func() {
@@ -150,6 +160,32 @@ func (s *service) joinPod(ctx context.Context, sb *sandbox, r createRequest, b *
 		return err
 	}
 	return createInGuest(ctx, sb, r.id, b)
+}
+
+// hostStageRoot holds, per pod member with an EROFS root, the host mounts
+// its root is built from (its layers and writable layer).
+const hostStageRoot = "/run/msb/host"
+
+func bundleHash(bundle string) string {
+	sum := sha256.Sum256([]byte(bundle))
+	return hex.EncodeToString(sum[:8])
+}
+
+// stageDirs are the directories under stage that the mount points in
+// targets need, deepest first, then stage itself: removed once unmounted.
+func stageDirs(stage string, targets []string) []string {
+	seen := map[string]bool{}
+	var dirs []string
+	for _, t := range targets {
+		for d := t; strings.HasPrefix(d, stage+"/"); d = filepath.Dir(d) {
+			if !seen[d] {
+				seen[d] = true
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return append(dirs, stage)
 }
 
 // cleanupState undoes what a container's state record names.

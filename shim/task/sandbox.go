@@ -2,8 +2,6 @@ package task
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -79,8 +77,7 @@ func (b *bootSpec) mounts() []*api.Mount {
 // records both in the bundle so a "shim delete" can undo them after a
 // crash. On error nothing is left behind.
 func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, retErr error) {
-	sum := sha256.Sum256([]byte(b.bundle))
-	sb := &sandbox{runDir: filepath.Join(runRoot, hex.EncodeToString(sum[:8])), bundle: b.bundle, pod: b.pod}
+	sb := &sandbox{runDir: filepath.Join(runRoot, bundleHash(b.bundle)), bundle: b.bundle, pod: b.pod}
 	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create VM run directory: %w", err)
 	}

@@ -676,7 +676,7 @@ func captureHostState(t *testing.T) hostState {
 	for _, p := range vmms(ps, 0) {
 		s.VMMs = append(s.VMMs, fmt.Sprintf("%d %s", p.pid, p.cmdline))
 	}
-	for _, d := range []string{"/run/msb/vm", "/run/msb/pods", "/run/msb/ro"} {
+	for _, d := range []string{"/run/msb/vm", "/run/msb/pods", "/run/msb/ro", "/run/msb/host"} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
 			s.MSBDirs = append(s.MSBDirs, filepath.Join(d, e.Name()))
