@@ -177,6 +177,10 @@ var podShared = map[specs.LinuxNamespaceType]bool{
 	specs.IPCNamespace: true, specs.UTSNamespace: true,
 }
 
+func hasUserNamespace(ns []specs.LinuxNamespace) bool {
+	return slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+}
+
 func (g *Guest) linux(podSandbox string) error {
 	l := g.Spec.Linux
 	if l == nil {
@@ -191,6 +195,12 @@ func (g *Guest) linux(podSandbox string) error {
 	if l.MemoryPolicy != nil {
 		g.warnf("linux.memoryPolicy names host NUMA nodes: dropped")
 		l.MemoryPolicy = nil
+	}
+	if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 || hasUserNamespace(l.Namespaces) {
+		// Dropping it would run the container as the guest's real root
+		// where it asked not to be.
+		return fmt.Errorf("user namespaces (linux.namespaces user, uidMappings, gidMappings) are not implemented in msb's guest yet: %w",
+			errdefs.ErrNotImplemented)
 	}
 	var ns []specs.LinuxNamespace
 	for _, n := range l.Namespaces {

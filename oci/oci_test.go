@@ -427,4 +427,11 @@ func TestGuestSpecPodNamespaces(t *testing.T) {
 	if _, err := GuestSpec(s, opts); err == nil {
 		t.Fatal("a user namespace path was accepted in a pod")
 	}
+	// A new user namespace is refused too: dropped, the container would
+	// run as the guest's real root.
+	s.Linux.Namespaces[len(s.Linux.Namespaces)-1].Path = ""
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
+	if _, err := GuestSpec(s, opts); !errdefs.IsNotImplemented(err) {
+		t.Fatalf("a new user namespace: %v", err)
+	}
 }
