@@ -184,7 +184,7 @@ func stageDirs(stage string, targets []string) []string {
 			}
 		}
 	}
-	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	slices.SortStableFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	return append(dirs, stage)
 }
 
