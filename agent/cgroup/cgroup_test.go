@@ -58,6 +58,14 @@ func TestApplyRejectsPaths(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(g.Path, "pids.max")); string(b) != "10" {
 		t.Fatalf("pids.max = %q", b)
 	}
+	// A guest kernel without swap has no memory.swap.max: CRI's swap
+	// limit is skipped, not an error.
+	if err := g.Apply(map[string]string{"memory.max": "1000", "memory.swap.max": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(g.Path, "memory.swap.max")); !os.IsNotExist(err) {
+		t.Fatalf("memory.swap.max was written: %v", err)
+	}
 }
 
 // v2Root finds a writable cgroup2 hierarchy on this machine.

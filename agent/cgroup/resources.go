@@ -3,6 +3,7 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -117,9 +118,22 @@ func (g *Group) Apply(settings map[string]string) error {
 			errs = append(errs, fmt.Errorf("cgroup file name %q is invalid", k))
 			continue
 		}
+		if optional[k] && !exists(filepath.Join(g.Path, k)) {
+			continue
+		}
 		if err := writeFile(g.Path, k, settings[k]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// optional are the files of controllers the guest kernel may lack: a guest
+// without swap has no memory.swap.max, and a swap limit means nothing there
+// (runc skips it alike). CRI sets one on every update.
+var optional = map[string]bool{"memory.swap.max": true}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -161,6 +161,13 @@ func TestCRIPod(t *testing.T) {
 		t.Fatalf("PID 1 of c1 %q and of c2 %q should both be the pod's pause process", p1, p2)
 	}
 	checkPortForward(t, pod, 8080, "pf-ok\n")
+	// CRI's update sets a memory limit (and a swap limit with it).
+	mustCrictl(t, "update", "--memory", "100000000", c2)
+	if isMSB() {
+		if out := mustCrictl(t, "exec", c2, "cat", "/sys/fs/cgroup/memory.max"); out != "99999744" {
+			t.Fatalf("memory.max after update: %q", out)
+		}
+	}
 	if isMSB() {
 		var shims []int
 		for _, p := range procs() {
