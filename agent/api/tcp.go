@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A "tcp <port>" stream carries one TCP connection to a port on the
@@ -60,6 +61,9 @@ func Refuse(s net.Conn, why error) {
 	s.Close()
 }
 
+// tcpReplyTimeout bounds the wait for the guest's "ok" or "error" line.
+const tcpReplyTimeout = 30 * time.Second
+
 // ErrRefused is returned by DialTCP when the guest could not connect.
 var ErrRefused = errors.New("guest refused the connection")
 
@@ -74,7 +78,11 @@ func (c *Client) DialTCP(port int) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tcp stream to guest port %d: %w", port, err)
 	}
+	// The guest's connect is bounded there; a guest that never answers
+	// must not hold the host's side forever.
+	s.SetReadDeadline(time.Now().Add(tcpReplyTimeout)) //nolint:errcheck // yamux streams take deadlines
 	reply, err := readHeader(s)
+	s.SetReadDeadline(time.Time{}) //nolint:errcheck // as above
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("guest port %d: no reply: %w", port, err)
