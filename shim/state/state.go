@@ -32,6 +32,9 @@ type State struct {
 	// when it closes its connection for a task, also when the shim still
 	// serves the pod's other containers: that shim then owns the cleanup.
 	ShimPid int `json:"shim_pid,omitempty"`
+	// ShimStart is that process's start time (clock ticks after boot), so
+	// a pid reused by another shim is not taken for it.
+	ShimStart uint64 `json:"shim_start,omitempty"`
 	// RunDir holds the VM's sockets and logs; the VMM's command line names
 	// it, which is how a pid that was reused is told apart.
 	RunDir string `json:"run_dir"`
@@ -168,7 +171,7 @@ func waitGone(pid int, d time.Duration) {
 // VM's when the VM stops.
 func (s *State) Split(keep ...string) (own, vm *State) {
 	own = &State{HostMounts: s.HostMounts}
-	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, RunDir: s.RunDir, TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
+	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, ShimStart: s.ShimStart, RunDir: s.RunDir, TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
 	for _, d := range s.Dirs {
 		if slices.Contains(keep, d) {
 			vm.Dirs = append(vm.Dirs, d)
@@ -180,9 +183,13 @@ func (s *State) Split(keep ...string) (own, vm *State) {
 }
 
 // OwnerRunning says whether the shim that owns the VM is another process
-// that still runs (its command line names the same shim binary).
+// that still runs: the recorded pid, started at the recorded time, running
+// the same shim binary.
 func (s *State) OwnerRunning() bool {
 	if s.ShimPid <= 0 || s.ShimPid == os.Getpid() {
+		return false
+	}
+	if start, err := StartTime(s.ShimPid); err != nil || start != s.ShimStart {
 		return false
 	}
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.ShimPid), "cmdline"))
@@ -192,4 +199,25 @@ func (s *State) OwnerRunning() bool {
 	argv0, _, _ := strings.Cut(string(b), "\x00")
 	self, err := os.Executable()
 	return err == nil && filepath.Base(argv0) == filepath.Base(self)
+}
+
+// StartTime is a process's start time in clock ticks after boot (field 22
+// of /proc/PID/stat).
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: the
+	// fields after it start after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command field", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	const startField = 22 - 3 // f[0] is field 3
+	if len(f) <= startField {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	return strconv.ParseUint(f[startField], 10, 64)
 }

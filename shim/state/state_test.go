@@ -109,9 +109,17 @@ func TestOwnerRunning(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	owner := &State{ShimPid: cmd.Process.Pid}
+	start, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := &State{ShimPid: cmd.Process.Pid, ShimStart: start}
 	if !owner.OwnerRunning() {
 		t.Error("another process of the same binary does not count as the owning shim")
+	}
+	// The same pid started at another time is another process.
+	if (&State{ShimPid: cmd.Process.Pid, ShimStart: start + 1}).OwnerRunning() {
+		t.Error("a reused pid counts as the owning shim")
 	}
 	cmd.Process.Kill()
 	cmd.Wait()

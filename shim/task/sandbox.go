@@ -82,6 +82,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 		return nil, fmt.Errorf("create VM run directory: %w", err)
 	}
 	st := &state.State{RunDir: sb.runDir, ShimPid: os.Getpid()}
+	st.ShimStart, _ = state.StartTime(st.ShimPid)
 	if len(b.plan.HostMounts) > 0 {
 		st.HostMounts = []string{b.plan.HostRootfs}
 	}
