@@ -3,11 +3,9 @@ package container
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/agent/internal/roottest"
 	"github.com/msb-runtime/msb/agent/mount"
 	"github.com/msb-runtime/msb/agent/process"
 )
@@ -35,35 +34,11 @@ func imageDir(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("needs a static busybox")
-	}
-	dir := t.TempDir()
-	for _, d := range []string{"bin", "proc", "sys", "dev", "etc", "tmp"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
-	}
-	data, _ := os.ReadFile(bb)
-	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []string{"sh", "cat", "ls", "sleep", "touch", "echo", "wc", "stat", "tty"} {
-		os.Symlink("busybox", filepath.Join(dir, "bin", a))
-	}
-	return dir
+	return roottest.BusyboxRoot(t, []string{"proc", "sys", "dev", "etc", "tmp"},
+		"sh", "cat", "ls", "sleep", "touch", "echo", "wc", "stat", "tty")
 }
 
-func cgroupParent(t *testing.T) string {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st unix.Statfs_t
-		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			parent := filepath.Join(p, fmt.Sprintf("msb-test-%d", os.Getpid()))
-			t.Cleanup(func() { os.Remove(parent) })
-			return parent
-		}
-	}
-	return ""
-}
+func cgroupParent(t *testing.T) string { return roottest.CgroupParent(t) }
 
 func testSpec() []byte {
 	s := specs.Spec{

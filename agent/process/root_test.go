@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/msb-runtime/msb/agent/internal/roottest"
 )
 
 // These tests start real processes in a chroot of a temporary busybox
@@ -32,28 +33,8 @@ func needRoot(t *testing.T) {
 // busyboxRoot makes a root with a static busybox and its applets.
 func busyboxRoot(t *testing.T) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("needs a static busybox")
-	}
-	root := t.TempDir()
-	for _, d := range []string{"bin", "proc", "tmp", "etc"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []string{"sh", "echo", "cat", "sleep", "id", "stty", "grep", "true", "printf", "hostname"} {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root := roottest.BusyboxRoot(t, []string{"proc", "tmp", "etc"},
+		"sh", "echo", "cat", "sleep", "id", "stty", "grep", "true", "printf", "hostname")
 	if err := os.Mkdir(filepath.Join(root, "private"), 0o700); err != nil {
 		t.Fatal(err)
 	}

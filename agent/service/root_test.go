@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,12 +15,12 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup2/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/agent/container"
+	"github.com/msb-runtime/msb/agent/internal/roottest"
 	"github.com/msb-runtime/msb/agent/mount"
 )
 
@@ -35,33 +33,10 @@ func busyboxImage(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("needs a static busybox")
-	}
-	dir := t.TempDir()
-	for _, d := range []string{"bin", "proc", "dev", "tmp"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
-	}
-	data, _ := os.ReadFile(bb)
-	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
-	for _, a := range []string{"sh", "cat", "sleep", "stty", "echo"} {
-		os.Symlink("busybox", filepath.Join(dir, "bin", a))
-	}
-	return dir
+	return roottest.BusyboxRoot(t, []string{"proc", "dev", "tmp"}, "sh", "cat", "sleep", "stty", "echo")
 }
 
-func cgroupParent(t *testing.T) string {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st unix.Statfs_t
-		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			parent := filepath.Join(p, fmt.Sprintf("msb-test-%d", os.Getpid()))
-			t.Cleanup(func() { os.Remove(parent) })
-			return parent
-		}
-	}
-	return ""
-}
+func cgroupParent(t *testing.T) string { return roottest.CgroupParent(t) }
 
 type procIO struct {
 	stdin          net.Conn

@@ -1,0 +1,57 @@
+// Package roottest holds what the agent's root-only tests share: a busybox
+// tree to run processes in, and a cgroup v2 parent for their containers.
+package roottest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BusyboxRoot makes a directory with dirs, a copy of the host's static
+// busybox as bin/busybox and a bin/<applet> link to it for each applet. It
+// skips the test when busybox is not installed.
+func BusyboxRoot(t *testing.T, dirs []string, applets ...string) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("needs a static busybox")
+	}
+	root := t.TempDir()
+	for _, d := range append([]string{"bin"}, dirs...) {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range applets {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// CgroupParent is a per-process cgroup under this machine's cgroup v2
+// hierarchy, removed when the test ends; "" when there is none.
+func CgroupParent(t *testing.T) string {
+	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			parent := filepath.Join(p, fmt.Sprintf("msb-test-%d", os.Getpid()))
+			t.Cleanup(func() { os.Remove(parent) })
+			return parent
+		}
+	}
+	return ""
+}
