@@ -100,31 +100,9 @@ func writeJSON(t *testing.T, dir, name string, v any) string {
 func TestCRIPod(t *testing.T) {
 	criImages(t)
 	before := captureHostState(t)
-	dir := t.TempDir()
-	name := "e2e-pod-" + runToken
-	podCfg := writeJSON(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": name, "attempt": 0},
-		"hostname":      "e2e-pod",
-		"log_directory": dir,
-		"linux":         map[string]any{},
-	})
-	pod := mustCrictl(t, "runp", "--runtime", criHandler(), podCfg)
-	t.Cleanup(func() {
-		crictl(t, "stopp", pod)
-		crictl(t, "rmp", pod)
-	})
-	start := func(cname string, cmd ...string) string {
-		cfg := writeJSON(t, dir, cname+".json", map[string]any{
-			"metadata": map[string]any{"name": cname},
-			"image":    map[string]any{"image": busybox},
-			"command":  cmd,
-			"log_path": cname + ".log",
-			"linux":    map[string]any{},
-		})
-		id := mustCrictl(t, "create", pod, cfg, podCfg)
-		mustCrictl(t, "start", id)
-		return id
-	}
+	p := runPod(t, "e2e-pod-", map[string]any{"hostname": "e2e-pod", "linux": map[string]any{}})
+	pod := p.id
+	start := func(cname string, cmd ...string) string { return p.start(t, cname, map[string]any{}, cmd...) }
 	// c1 also serves HTTP on its pod's loopback only, for port-forward.
 	c1 := start("c1", "sh", "-c", "echo hello-from-c1; hostname; mkdir /tmp/www; echo pf-ok >/tmp/www/index.html; "+
 		"httpd -p 127.0.0.1:8080 -h /tmp/www; exec sleep 100000")
@@ -186,6 +164,49 @@ func TestCRIPod(t *testing.T) {
 	checkNoLeaks(t, before)
 }
 
+// criPod is a pod made through CRI, removed when the test ends.
+type criPod struct {
+	id, dir, cfg string
+}
+
+// runPod makes a pod named prefix+runToken with the given fields added to
+// its config.
+func runPod(t *testing.T, prefix string, fields map[string]any) criPod {
+	t.Helper()
+	p := criPod{dir: t.TempDir()}
+	name := prefix + runToken
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": name, "attempt": 0},
+		"log_directory": p.dir,
+	}
+	for k, v := range fields {
+		cfg[k] = v
+	}
+	p.cfg = writeJSON(t, p.dir, "pod.json", cfg)
+	p.id = mustCrictl(t, "runp", "--runtime", criHandler(), p.cfg)
+	t.Cleanup(func() {
+		crictl(t, "stopp", p.id)
+		crictl(t, "rmp", p.id)
+	})
+	return p
+}
+
+// start creates and starts a busybox container cname in the pod, with
+// linux as its config's "linux" section.
+func (p criPod) start(t *testing.T, cname string, linux map[string]any, cmd ...string) string {
+	t.Helper()
+	cfg := writeJSON(t, p.dir, cname+".json", map[string]any{
+		"metadata": map[string]any{"name": cname},
+		"image":    map[string]any{"image": busybox},
+		"command":  cmd,
+		"log_path": cname + ".log",
+		"linux":    linux,
+	})
+	id := mustCrictl(t, "create", p.id, cfg, p.cfg)
+	mustCrictl(t, "start", id)
+	return id
+}
+
 // checkPortForward has crictl forward a local port to port in the pod, and
 // fetches want from the server there over HTTP.
 func checkPortForward(t *testing.T, pod string, port int, want string) {
@@ -231,29 +252,11 @@ func checkPortForward(t *testing.T, pod string, port int, want string) {
 func TestCRISandboxExitsFirst(t *testing.T) {
 	criImages(t)
 	before := captureHostState(t)
-	dir := t.TempDir()
-	name := "e2e-sbexit-" + runToken
-	podCfg := writeJSON(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": name, "attempt": 0},
-		"log_directory": dir,
-		"linux": map[string]any{"security_context": map[string]any{
-			"namespace_options": map[string]any{"pid": 1}}}, // CONTAINER
-	})
-	pod := mustCrictl(t, "runp", "--runtime", criHandler(), podCfg)
-	t.Cleanup(func() {
-		crictl(t, "stopp", pod)
-		crictl(t, "rmp", pod)
-	})
-	cfg := writeJSON(t, dir, "c1.json", map[string]any{
-		"metadata": map[string]any{"name": "c1"},
-		"image":    map[string]any{"image": busybox},
-		"command":  []string{"sleep", "100000"},
-		"log_path": "c1.log",
-		"linux": map[string]any{"security_context": map[string]any{
-			"namespace_options": map[string]any{"pid": 1}}},
-	})
-	c1 := mustCrictl(t, "create", pod, cfg, podCfg)
-	mustCrictl(t, "start", c1)
+	own := map[string]any{"security_context": map[string]any{
+		"namespace_options": map[string]any{"pid": 1}}} // CONTAINER
+	p := runPod(t, "e2e-sbexit-", map[string]any{"linux": own})
+	pod := p.id
+	c1 := p.start(t, "c1", own, "sleep", "100000")
 
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	defer cancel()
