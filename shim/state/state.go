@@ -183,22 +183,14 @@ func (s *State) Split(keep ...string) (own, vm *State) {
 }
 
 // OwnerRunning says whether the shim that owns the VM is another process
-// that still runs: the recorded pid, started at the recorded time, running
-// the same shim binary.
+// that still runs: the recorded pid, started at the recorded time (a pid
+// and its start time name one process for the life of the system).
 func (s *State) OwnerRunning() bool {
 	if s.ShimPid <= 0 || s.ShimPid == os.Getpid() {
 		return false
 	}
-	if start, err := StartTime(s.ShimPid); err != nil || start != s.ShimStart {
-		return false
-	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.ShimPid), "cmdline"))
-	if err != nil {
-		return false
-	}
-	argv0, _, _ := strings.Cut(string(b), "\x00")
-	self, err := os.Executable()
-	return err == nil && filepath.Base(argv0) == filepath.Base(self)
+	start, err := StartTime(s.ShimPid)
+	return err == nil && start == s.ShimStart
 }
 
 // StartTime is a process's start time in clock ticks after boot (field 22

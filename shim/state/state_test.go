@@ -102,7 +102,7 @@ func TestOwnerRunning(t *testing.T) {
 		t.Fatal("the process itself counts as another owner")
 	}
 	if (&State{ShimPid: 1}).OwnerRunning() {
-		t.Fatal("pid 1 (another binary) counts as the owning shim")
+		t.Fatal("pid 1, not started at the recorded time, counts as the owning shim")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestOwnerRunning$")
 	cmd.Env = append(os.Environ(), "MSB_TEST_SLEEP=1")
