@@ -184,32 +184,48 @@ func (s *State) Split(keep ...string) (own, vm *State) {
 
 // OwnerRunning says whether the shim that owns the VM is another process
 // that still runs: the recorded pid, started at the recorded time (a pid
-// and its start time name one process for the life of the system).
+// and its start time name one process for the life of the system), and
+// not a zombie (a killed shim stays one until containerd reaps it).
 func (s *State) OwnerRunning() bool {
 	if s.ShimPid <= 0 || s.ShimPid == os.Getpid() {
 		return false
 	}
-	start, err := StartTime(s.ShimPid)
-	return err == nil && start == s.ShimStart
+	st, err := readStat(s.ShimPid)
+	return err == nil && st.state != 'Z' && st.state != 'X' && st.start == s.ShimStart
 }
 
-// StartTime is a process's start time in clock ticks after boot (field 22
-// of /proc/PID/stat).
+// StartTime is a process's start time in clock ticks after boot.
 func StartTime(pid int) (uint64, error) {
+	st, err := readStat(pid)
+	return st.start, err
+}
+
+// procStat is what this package reads of /proc/PID/stat: the state (field
+// 3) and the start time (field 22).
+type procStat struct {
+	state byte
+	start uint64
+}
+
+func readStat(pid int) (procStat, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0, err
+		return procStat{}, err
 	}
 	// The command name (field 2) may hold spaces and parentheses: the
 	// fields after it start after the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command field", pid)
+		return procStat{}, fmt.Errorf("/proc/%d/stat: no command field", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	const startField = 22 - 3 // f[0] is field 3
-	if len(f) <= startField {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	const stateField, startField = 0, 22 - 3 // f[0] is field 3
+	if len(f) <= startField || len(f[stateField]) != 1 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
-	return strconv.ParseUint(f[startField], 10, 64)
+	start, err := strconv.ParseUint(f[startField], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+	}
+	return procStat{state: f[stateField][0], start: start}, nil
 }

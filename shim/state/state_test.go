@@ -121,7 +121,18 @@ func TestOwnerRunning(t *testing.T) {
 	if (&State{ShimPid: cmd.Process.Pid, ShimStart: start + 1}).OwnerRunning() {
 		t.Error("a reused pid counts as the owning shim")
 	}
+	// Killed but not reaped yet: a zombie with the same pid and start
+	// time, which no longer runs the VM.
 	cmd.Process.Kill()
+	for i := 0; i < 200; i++ {
+		if st, err := readStat(cmd.Process.Pid); err == nil && st.state == 'Z' {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if owner.OwnerRunning() {
+		t.Error("an owner that was killed (a zombie) still counts")
+	}
 	cmd.Wait()
 	if owner.OwnerRunning() {
 		t.Error("an owner that exited still counts")
