@@ -120,13 +120,12 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 func (c *Container) joinedPIDNamespace(p *process.Process) (*os.File, error) {
 	switch {
 	case !c.pidNS:
-		return nil, nil
-	case p.ID == "" && c.pidJoin != "":
+	case p.ID != "":
+		return c.OpenPIDNamespace()
+	case c.pidJoin != "":
 		return c.joinPID(c.pidJoin)
-	case p.ID == "":
-		return nil, nil
 	}
-	return c.OpenPIDNamespace()
+	return nil, nil
 }
 
 // OpenPIDNamespace opens the PID namespace of the container's running init.

@@ -44,7 +44,9 @@ type Options struct {
 	// process kills the rest of its container there).
 	OnExit func(Exit)
 	// NewPIDNamespace clones the process into a new PID namespace, whose
-	// PID 1 it is; NSMounts are then made inside it before the chroot.
+	// PID 1 it is. NSMounts are made by the setup stage before the chroot,
+	// inside the PID namespace the process is born in (only an init of a
+	// container with a PID namespace has them).
 	NewPIDNamespace bool
 	NSMounts        []NSMount
 	// PIDNamespace, when set, is the PID namespace (an open ns/pid file)
@@ -131,9 +133,7 @@ func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exit
 		return 0, -1, nil, err
 	}
 	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
-	if o.NewPIDNamespace || o.PIDNamespace != nil {
-		cfg.NSMounts = o.NSMounts
-	}
+	cfg.NSMounts = o.NSMounts
 	werr := cfg.encode(cfgW)
 	cfgW.Close()
 	msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
