@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -278,14 +279,7 @@ var bindOptions = map[string]bool{
 }
 
 // BindOptions are the bind mount options msb honours, sorted.
-func BindOptions() []string {
-	opts := make([]string, 0, len(bindOptions))
-	for o := range bindOptions {
-		opts = append(opts, o)
-	}
-	slices.Sort(opts)
-	return opts
-}
+func BindOptions() []string { return slices.Sorted(maps.Keys(bindOptions)) }
 
 func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || m.Type == "rbind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")

@@ -123,21 +123,19 @@ func (r hostRewriter) step(m *api.Mount) (HostStep, error) {
 	}
 	s := HostStep{Target: target, Mount: mount.Mount{Type: m.GetType(), Source: m.GetSource()}}
 	switch m.GetType() {
-	case "ext4", "erofs":
-		if s.Mount.Source, err = r.disk(m.GetSource()); err != nil {
-			return HostStep{}, err
-		}
-	case "overlay", "bind":
-		if m.GetType() == "bind" {
-			if s.Mount.Source, err = r.path(m.GetSource()); err != nil {
-				return HostStep{}, err
-			}
-		}
+	case "ext4":
+		s.Mount.Options = []string{"loop"}
+		s.Mount.Source, err = r.disk(m.GetSource())
+	case "erofs":
+		s.Mount.Source, err = r.disk(m.GetSource())
+	case "bind":
+		s.Mount.Source, err = r.path(m.GetSource())
+	case "overlay":
 	default:
-		return HostStep{}, fmt.Errorf("type %q: %w", m.GetType(), errdefs.ErrNotImplemented)
+		err = fmt.Errorf("type %q: %w", m.GetType(), errdefs.ErrNotImplemented)
 	}
-	if m.GetType() == "ext4" {
-		s.Mount.Options = append(s.Mount.Options, "loop")
+	if err != nil {
+		return HostStep{}, err
 	}
 	for _, o := range m.GetOptions() {
 		o, err := r.option(o)
