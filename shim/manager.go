@@ -175,6 +175,7 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 		return cshim.StopStatus{}, err
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
+	removeStaleSocket(ctx, bundle)
 	st, err := state.Read(bundle)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -193,6 +194,25 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
 	}
 	return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+}
+
+// removeStaleSocket removes the shim socket the bundle's bootstrap.json
+// names when nothing listens on it any more: a killed shim cannot remove
+// its own. A pod's shim that still serves other containers keeps it.
+func removeStaleSocket(ctx context.Context, bundle string) {
+	b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json"))
+	if err != nil {
+		return
+	}
+	var boot struct {
+		Address string `json:"address"`
+	}
+	if json.Unmarshal(b, &boot) != nil || boot.Address == "" || cshim.CanConnect(boot.Address) {
+		return
+	}
+	if err := cshim.RemoveSocket(boot.Address); err != nil {
+		log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
+	}
 }
 
 // Info reports the runtime's name and version.

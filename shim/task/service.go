@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -61,7 +62,15 @@ type service struct {
 	containers map[string]*container
 }
 
+// listenerFD is where the shim manager hands the server its ttrpc socket
+// (pkg/shim serves on fd 3). It is inherited without close-on-exec.
+const listenerFD = 3
+
 func newService(ctx context.Context, pub shim.Publisher, sd shutdown.Service) *service {
+	// pkg/shim serves on a duplicate of it; without close-on-exec the VMM
+	// and virtiofsd would inherit the listening socket, which would then
+	// keep accepting connections for a shim that was killed.
+	unix.CloseOnExec(listenerFD)
 	s := &service{
 		ctx:        ctx,
 		publisher:  pub,

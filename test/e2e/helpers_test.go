@@ -636,6 +636,7 @@ func vmms(ps []proc, underShim int) []proc {
 type hostState struct {
 	Mounts    []string // mount points under containerd's root or state, or msb's /run/msb
 	MSBDirs   []string // VM run directories and pod share directories under /run/msb
+	Sockets   []string // shim sockets (msb only: a killed runc shim leaves its socket)
 	Loops     []string // `losetup -a` lines whose backing file is under them
 	Shims     []string // our runtime's shims for our namespace
 	VMMs      []string
@@ -676,6 +677,12 @@ func captureHostState(t *testing.T) hostState {
 	for _, p := range vmms(ps, 0) {
 		s.VMMs = append(s.VMMs, fmt.Sprintf("%d %s", p.pid, p.cmdline))
 	}
+	if isMSB() {
+		ents, _ := os.ReadDir(envOr("MSB_CONTAINERD_SOCKET_DIR", "/run/msb-test/s"))
+		for _, e := range ents {
+			s.Sockets = append(s.Sockets, e.Name())
+		}
+	}
 	for _, d := range []string{"/run/msb/vm", "/run/msb/pods", "/run/msb/ro", "/run/msb/host"} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
@@ -713,6 +720,7 @@ func (s hostState) newSince(before hostState) []string {
 	diff("VMM", before.VMMs, s.VMMs)
 	diff("task dir", before.TaskDirs, s.TaskDirs)
 	diff("msb dir", before.MSBDirs, s.MSBDirs)
+	diff("shim socket", before.Sockets, s.Sockets)
 	diff("snapshot", before.Snapshots, s.Snapshots)
 	return leaks
 }
