@@ -182,6 +182,49 @@ func hasUserNamespace(ns []specs.LinuxNamespace) bool {
 	return slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 }
 
+// checkUserNamespace: a user namespace comes with uid and gid mappings
+// that map the container's root, and mappings with a user namespace. The
+// host ids of the mappings are guest ids in the VM: its kernel knows no
+// others.
+func checkUserNamespace(l *specs.Linux) error {
+	has := hasUserNamespace(l.Namespaces)
+	switch {
+	case !has && (len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0):
+		return fmt.Errorf("uidMappings/gidMappings without a user namespace: %w", errdefs.ErrInvalidArgument)
+	case !has:
+		return nil
+	}
+	for _, m := range []struct {
+		what string
+		ids  []specs.LinuxIDMapping
+	}{{"uidMappings", l.UIDMappings}, {"gidMappings", l.GIDMappings}} {
+		if err := checkIDMappings(m.ids); err != nil {
+			return fmt.Errorf("user namespace %s: %w", m.what, err)
+		}
+	}
+	return nil
+}
+
+func checkIDMappings(ids []specs.LinuxIDMapping) error {
+	if len(ids) == 0 {
+		return fmt.Errorf("none given: %w", errdefs.ErrInvalidArgument)
+	}
+	if len(ids) > 340 { // the kernel's limit on uid_map lines
+		return fmt.Errorf("%d mappings, at most 340: %w", len(ids), errdefs.ErrInvalidArgument)
+	}
+	root := false
+	for _, m := range ids {
+		if m.Size == 0 || uint64(m.ContainerID)+uint64(m.Size) > 1<<32 || uint64(m.HostID)+uint64(m.Size) > 1<<32 {
+			return fmt.Errorf("mapping %d:%d:%d is empty or out of range: %w", m.ContainerID, m.HostID, m.Size, errdefs.ErrInvalidArgument)
+		}
+		root = root || m.ContainerID == 0
+	}
+	if !root {
+		return fmt.Errorf("id 0 (the container's root) is not mapped: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 func (g *Guest) linux(podSandbox string) error {
 	l := g.Spec.Linux
 	if l == nil {
@@ -197,15 +240,16 @@ func (g *Guest) linux(podSandbox string) error {
 		g.warnf("linux.memoryPolicy names host NUMA nodes: dropped")
 		l.MemoryPolicy = nil
 	}
-	if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 || hasUserNamespace(l.Namespaces) {
-		// Dropping it would run the container as the guest's real root
-		// where it asked not to be.
-		return fmt.Errorf("user namespaces (linux.namespaces user, uidMappings, gidMappings) are not implemented in msb's guest yet: %w",
-			errdefs.ErrNotImplemented)
+	if err := checkUserNamespace(l); err != nil {
+		return err
 	}
 	var ns []specs.LinuxNamespace
 	for _, n := range l.Namespaces {
 		switch {
+		case n.Type == specs.UserNamespace:
+			// A host user namespace (CRI's pinned one for the pod) means
+			// nothing in the guest: the agent makes one with the mappings.
+			ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
 		case n.Path == "":
 			ns = append(ns, n)
 		case n.Type == specs.NetworkNamespace:
@@ -304,12 +348,17 @@ type bind struct {
 	dir   string // host directory to share
 	rel   string // the source below dir ("" for dir itself)
 	ro    bool
+	idmap idMap
 }
+
+// idMap is an idmapped bind's mappings in containerd's form; zero for none.
+type idMap struct{ uids, gids string }
 
 // share is one virtio-fs share and the binds it serves.
 type share struct {
 	dir   string
 	ro    bool
+	idmap idMap
 	tag   string
 	first int // first spec mount using it, for a stable order
 }
@@ -322,9 +371,11 @@ func (g *Guest) mounts(opts GuestOptions) error {
 		if !path.IsAbs(m.Destination) {
 			return fmt.Errorf("%s: destination must be an absolute path: %w", where, errdefs.ErrInvalidArgument)
 		}
-		if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.Contains(m.Options, "idmap") || slices.Contains(m.Options, "ridmap") {
-			return fmt.Errorf("%s: idmapped mounts are not supported in the VM: %w", where, errdefs.ErrNotImplemented)
+		idm, err := takeMountIDMap(where, &s.Mounts[i], s.Linux)
+		if err != nil {
+			return err
 		}
+		m = s.Mounts[i]
 		if !isBind(m) {
 			if !passThroughTypes[m.Type] {
 				return fmt.Errorf("%s: mount type %q cannot be honoured in the VM (it passes proc, sysfs, devpts, tmpfs, "+
@@ -336,6 +387,7 @@ func (g *Guest) mounts(opts GuestOptions) error {
 		if err != nil {
 			return err
 		}
+		b.idmap = idm
 		binds = append(binds, b)
 	}
 	shares, byBind := planShares(binds)
@@ -354,7 +406,7 @@ func (g *Guest) mounts(opts GuestOptions) error {
 		if sh.ro {
 			mode = "ro"
 		}
-		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.ro})
+		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.ro, UIDMap: sh.idmap.uids, GIDMap: sh.idmap.gids})
 		g.Mounts = append(g.Mounts, &api.Mount{Type: "virtiofs", Source: sh.tag, Target: path.Join(base, sh.tag), Options: []string{mode}})
 	}
 	for _, b := range binds {
@@ -414,15 +466,20 @@ func planShares(binds []*bind) ([]*share, map[*bind]*share) {
 	type dirUse struct {
 		dir   string
 		ro    bool
+		idmap idMap
 		first int
 		binds []*bind
 	}
-	uses := map[string]*dirUse{}
+	type key struct {
+		dir   string
+		idmap idMap
+	}
+	uses := map[key]*dirUse{}
 	for _, b := range binds {
-		u := uses[b.dir]
+		u := uses[key{b.dir, b.idmap}]
 		if u == nil {
-			u = &dirUse{dir: b.dir, ro: true, first: b.index}
-			uses[b.dir] = u
+			u = &dirUse{dir: b.dir, ro: true, idmap: b.idmap, first: b.index}
+			uses[key{b.dir, b.idmap}] = u
 		}
 		u.ro = u.ro && b.ro
 		u.binds = append(u.binds, b)
@@ -443,13 +500,13 @@ func planShares(binds []*bind) ([]*share, map[*bind]*share) {
 	for _, u := range dirs {
 		var into *share
 		for _, sh := range shares {
-			if within(u.dir, sh.dir) && (!sh.ro || u.ro) {
+			if within(u.dir, sh.dir) && (!sh.ro || u.ro) && sh.idmap == u.idmap {
 				into = sh
 				break
 			}
 		}
 		if into == nil {
-			into = &share{dir: u.dir, ro: u.ro, tag: shareTag(u.dir, u.ro), first: u.first}
+			into = &share{dir: u.dir, ro: u.ro, idmap: u.idmap, tag: shareTag(u.dir, u.ro, u.idmap), first: u.first}
 			shares = append(shares, into)
 		}
 		into.first = min(into.first, u.first)
@@ -466,12 +523,16 @@ func within(dir, parent string) bool {
 }
 
 // shareTag is "<base>-<hash>": see the package documentation.
-func shareTag(dir string, ro bool) string {
+func shareTag(dir string, ro bool, idmap idMap) string {
 	mode := "rw"
 	if ro {
 		mode = "ro"
 	}
-	sum := sha256.Sum256([]byte(dir + "\x00" + mode))
+	key := dir + "\x00" + mode
+	if idmap != (idMap{}) {
+		key += "\x00" + idmap.uids + "\x00" + idmap.gids
+	}
+	sum := sha256.Sum256([]byte(key))
 	base := []byte(filepath.Base(dir))
 	if dir == "/" {
 		base = []byte("root")
@@ -488,4 +549,44 @@ func shareTag(dir string, ro bool) string {
 		base = append([]byte("s"), base...)
 	}
 	return string(base) + "-" + hex.EncodeToString(sum[:6])
+}
+
+// takeMountIDMap takes an idmapped bind's mappings (its uidMappings and
+// gidMappings, or with the "idmap"/"ridmap" option and none, the
+// container's user namespace's, as runc does) out of m: the shim serves
+// its share through an idmapped mount on the host, and the guest binds
+// that as it is. Idmapped mounts are always recursive here, as a share is.
+func takeMountIDMap(where string, m *specs.Mount, l *specs.Linux) (idMap, error) {
+	opt := slices.Contains(m.Options, "idmap") || slices.Contains(m.Options, "ridmap")
+	if !opt && len(m.UIDMappings) == 0 && len(m.GIDMappings) == 0 {
+		return idMap{}, nil
+	}
+	if !isBind(*m) {
+		return idMap{}, fmt.Errorf("%s: idmapped %s mounts: only binds can be idmapped in the VM: %w", where, m.Type, errdefs.ErrNotImplemented)
+	}
+	uids, gids := m.UIDMappings, m.GIDMappings
+	if len(uids) == 0 && len(gids) == 0 && l != nil {
+		uids, gids = l.UIDMappings, l.GIDMappings
+	}
+	if len(uids) == 0 || len(gids) == 0 {
+		return idMap{}, fmt.Errorf("%s: an idmapped mount needs uid and gid mappings: %w", where, errdefs.ErrInvalidArgument)
+	}
+	for _, ids := range [][]specs.LinuxIDMapping{uids, gids} {
+		for _, id := range ids {
+			if id.Size == 0 || uint64(id.ContainerID)+uint64(id.Size) > 1<<32 || uint64(id.HostID)+uint64(id.Size) > 1<<32 {
+				return idMap{}, fmt.Errorf("%s: mapping %d:%d:%d is empty or out of range: %w", where, id.ContainerID, id.HostID, id.Size, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	m.Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "idmap" || o == "ridmap" })
+	m.UIDMappings, m.GIDMappings = nil, nil
+	return idMap{uids: formatIDMappings(uids), gids: formatIDMappings(gids)}, nil
+}
+
+func formatIDMappings(ids []specs.LinuxIDMapping) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%d:%d:%d", id.ContainerID, id.HostID, id.Size)
+	}
+	return strings.Join(parts, ",")
 }

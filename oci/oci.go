@@ -14,14 +14,20 @@
 //   - mounts: bind mounts of host directories and files become virtio-fs
 //     shares (below); proc, sysfs, devpts, tmpfs, mqueue, cgroup and cgroup2
 //     pass through. Any other type, a bind of a host socket, FIFO or device
-//     node, idmapped mounts (uidMappings, idmap/ridmap) and "shared"/
-//     "rshared" propagation (which would have to reach the host) are
-//     errors. private/slave/unbindable propagation passes through: it then
-//     only relates guest mounts, which is all a VM can offer.
+//     node, an idmapped mount that is not a bind and "shared"/"rshared"
+//     propagation (which would have to reach the host) are errors.
+//     private/slave/unbindable propagation passes through: it then only
+//     relates guest mounts, which is all a VM can offer. An idmapped bind
+//     (uidMappings/gidMappings, or "idmap"/"ridmap" with the container's
+//     mappings) gets a share of its own that the shim serves through an
+//     idmapped mount on the host; the guest binds it plainly.
 //   - linux.namespaces with a path: the network namespace is taken out of
 //     the guest spec and returned as Guest.NetNS (the container runs in the
 //     VM's network namespace; wiring the VM to that host namespace is the
-//     VMM's job). Any other namespace path is an error. Namespaces without
+//     VMM's job). A user namespace (with or without a path: CRI's pinned
+//     one means nothing in the guest) becomes a new one in the guest, made
+//     with the spec's uidMappings/gidMappings, whose host ids are guest
+//     ids there. Any other namespace path is an error. Namespaces without
 //     a path pass through.
 //   - hooks: createRuntime, prestart, poststart and poststop run in the
 //     runtime's (host) namespaces in runc's model; they are taken out of the

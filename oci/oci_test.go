@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -235,13 +236,13 @@ func TestGuestSpecBinds(t *testing.T) {
 	if !reflect.DeepEqual(g.Shares, g2.Shares) {
 		t.Errorf("tags are not deterministic")
 	}
-	if shareTag(data, true) == shareTag(data, false) {
+	if shareTag(data, true, idMap{}) == shareTag(data, false, idMap{}) {
 		t.Errorf("ro and rw shares of one dir share a tag")
 	}
-	if tg := shareTag("/", true); !strings.HasPrefix(tg, "root-") {
+	if tg := shareTag("/", true, idMap{}); !strings.HasPrefix(tg, "root-") {
 		t.Errorf("tag of / %q", tg)
 	}
-	if tg := shareTag("/x/.hidden dir with a very long name", false); !tagRE.MatchString(tg) || len(tg) > 36 || !strings.HasPrefix(tg, "s.hidden_dir_") {
+	if tg := shareTag("/x/.hidden dir with a very long name", false, idMap{}); !tagRE.MatchString(tg) || len(tg) > 36 || !strings.HasPrefix(tg, "s.hidden_dir_") {
 		t.Errorf("tag %q", tg)
 	}
 	// The shares fit a VM with the root's disks.
@@ -249,6 +250,46 @@ func TestGuestSpecBinds(t *testing.T) {
 		Disks: []vm.Disk{{ID: "c1-rw", Path: "/x", Format: "raw"}, {ID: "c1-l1", Path: "/y", Format: "raw", ReadOnly: true}}}
 	if err := spec.Validate(); err != nil {
 		t.Errorf("vm spec: %v", err)
+	}
+}
+
+// TestGuestSpecIDMappedBinds: an idmapped bind (CRI's for a user-namespace
+// pod) gets a share of its own, served through an idmapped mount, and the
+// guest binds it plainly; "idmap" without mappings takes the container's.
+func TestGuestSpecIDMappedBinds(t *testing.T) {
+	host := t.TempDir()
+	idm := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
+	s := baseSpec()
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	s.Linux.UIDMappings, s.Linux.GIDMappings = idm, idm
+	s.Mounts = append(s.Mounts,
+		specs.Mount{Destination: "/plain", Type: "bind", Source: host, Options: []string{"rbind", "rw"}},
+		specs.Mount{Destination: "/mapped", Type: "bind", Source: host, Options: []string{"rbind", "rw"}, UIDMappings: idm, GIDMappings: idm},
+		specs.Mount{Destination: "/opt", Type: "bind", Source: host, Options: []string{"rbind", "ro", "idmap"}},
+	)
+	g, err := GuestSpec(s, GuestOptions{ContainerID: id, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The read-only idmapped bind folds into the writable idmapped share.
+	if len(g.Shares) != 2 {
+		t.Fatalf("shares %+v, want a plain and an idmapped one", g.Shares)
+	}
+	if sh := g.Shares[0]; sh.UIDMap != "" || sh.GIDMap != "" {
+		t.Errorf("plain share %+v", sh)
+	}
+	for _, sh := range g.Shares[1:] {
+		if sh.UIDMap != "0:1000:65536" || sh.GIDMap != "0:1000:65536" || sh.Path != host {
+			t.Errorf("idmapped share %+v", sh)
+		}
+	}
+	if g.Shares[1].Tag == g.Shares[0].Tag {
+		t.Errorf("shares %+v", g.Shares)
+	}
+	for _, m := range g.Spec.Mounts[len(g.Spec.Mounts)-2:] {
+		if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.Contains(m.Options, "idmap") {
+			t.Errorf("guest mount %s keeps its idmapping: %+v", m.Destination, m)
+		}
 	}
 }
 
@@ -286,13 +327,16 @@ func TestGuestSpecErrors(t *testing.T) {
 		{"rshared", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: host, Options: []string{"rbind", "rshared"}})
 		}, errdefs.IsNotImplemented, "rshared propagation"},
-		{"idmapped", func(s *specs.Spec) {
+		{"idmapped without gid mappings", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: host, Options: []string{"rbind"},
 				UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 1}}})
-		}, errdefs.IsNotImplemented, "idmapped"},
-		{"idmap option", func(s *specs.Spec) {
+		}, errdefs.IsInvalidArgument, "uid and gid mappings"},
+		{"idmap option without a user namespace", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: host, Options: []string{"rbind", "idmap"}})
-		}, errdefs.IsNotImplemented, "idmapped"},
+		}, errdefs.IsInvalidArgument, "uid and gid mappings"},
+		{"idmapped tmpfs", func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "tmpfs", Source: "tmpfs", Options: []string{"idmap"}})
+		}, errdefs.IsNotImplemented, "only binds"},
 		{"unknown bind option", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: host, Options: []string{"rbind", "Z"}})
 		}, errdefs.IsNotImplemented, `bind option "Z"`},
@@ -423,15 +467,26 @@ func TestGuestSpecPodNamespaces(t *testing.T) {
 	if ns := g.Spec.Linux.Namespaces; len(ns) != 2 || ns[1].Type != specs.PIDNamespace || ns[1].Path != "container:sb1" {
 		t.Fatalf("pid namespace in a pod: %+v", ns)
 	}
+	// CRI's pinned host user namespace: the guest makes its own with the
+	// spec's mappings, which must map root.
 	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"})
-	if _, err := GuestSpec(s, opts); err == nil {
-		t.Fatal("a user namespace path was accepted in a pod")
+	if _, err := GuestSpec(s, opts); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "uidMappings") {
+		t.Fatalf("a user namespace without mappings: %v", err)
 	}
-	// A new user namespace is refused too: dropped, the container would
-	// run as the guest's real root.
-	s.Linux.Namespaces[len(s.Linux.Namespaces)-1].Path = ""
-	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
-	if _, err := GuestSpec(s, opts); !errdefs.IsNotImplemented(err) {
-		t.Fatalf("a new user namespace: %v", err)
+	idm := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
+	s.Linux.UIDMappings, s.Linux.GIDMappings = idm, idm
+	if g, err = GuestSpec(s, opts); err != nil {
+		t.Fatal(err)
+	}
+	if ns := g.Spec.Linux.Namespaces; ns[len(ns)-1] != (specs.LinuxNamespace{Type: specs.UserNamespace}) || len(g.Spec.Linux.UIDMappings) != 1 {
+		t.Fatalf("user namespace in the guest spec: %+v, %+v", ns, g.Spec.Linux.UIDMappings)
+	}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 1, HostID: 1000, Size: 65536}}
+	if _, err := GuestSpec(s, opts); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not mapped") {
+		t.Fatalf("gid 0 unmapped: %v", err)
+	}
+	s.Linux.Namespaces = s.Linux.Namespaces[:len(s.Linux.Namespaces)-1]
+	if _, err := GuestSpec(s, opts); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("mappings without a user namespace: %v", err)
 	}
 }

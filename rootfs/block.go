@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/agent/api"
+	agentmount "github.com/msb-runtime/msb/agent/mount"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -297,7 +298,7 @@ func (b *builder) parseErofs(m *mnt, source string, opts, mkdirs []string, point
 
 func (b *builder) parseOverlay(m *mnt, source string, opts, mkdirs []string) error {
 	f := &finalMount{m: m, source: source, mkdirs: mkdirs}
-	var upper, work string
+	var upper, work, uidmap, gidmap string
 	hasLower := false
 	for _, o := range opts {
 		key, value, _ := strings.Cut(o, "=")
@@ -314,15 +315,22 @@ func (b *builder) parseOverlay(m *mnt, source string, opts, mkdirs []string) err
 			upper = value
 		case "workdir":
 			work = value
-		case "uidmap", "gidmap":
-			return m.errorf(errdefs.ErrNotImplemented,
-				"idmapped layers (%s) are not supported in the VM: run the container without a user-namespace remapped snapshot", key)
+		case "uidmap":
+			// A user-namespace container's layers: the agent idmaps them.
+			uidmap = value
+		case "gidmap":
+			gidmap = value
 		default:
 			if !knownFSOption("overlay", o) {
 				return m.errorf(errdefs.ErrNotImplemented, "unknown overlay option %q", o)
 			}
 		}
 		f.opts = append(f.opts, o)
+	}
+	if uidmap != "" || gidmap != "" {
+		if _, err := agentmount.ParseIDMap(uidmap, gidmap); err != nil {
+			return m.errorf(errdefs.ErrInvalidArgument, "idmapped layers: %v", err)
+		}
 	}
 	if !hasLower || len(f.lowers) == 0 || slices.Contains(f.lowers, "") {
 		return m.errorf(errdefs.ErrInvalidArgument, "overlay needs a lowerdir")

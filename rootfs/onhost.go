@@ -196,6 +196,27 @@ func (p *Plan) HostTargets() []string {
 	return ts
 }
 
+// mountHostStep mounts s; an overlay of a user-namespace container has its
+// layers idmapped the way the agent does it in the guest (see
+// agent/mount's MountOverlayIDMapped), not containerd's way.
+func mountHostStep(s HostStep) error {
+	if s.Mount.Type == "overlay" {
+		o := agentmount.ParseOptions(s.Mount.Options)
+		idmap, err := agentmount.TakeIDMap(&o)
+		if err != nil {
+			return err
+		}
+		if !idmap.Empty() {
+			return agentmount.MountOverlayIDMapped(s.Target, o, idmap, hostUserns)
+		}
+	}
+	return s.Mount.Mount(s.Target)
+}
+
+func hostUserns(m agentmount.IDMap) (*os.File, error) {
+	return mount.GetUsernsFD(m.Strings())
+}
+
 // mountSteps runs p.HostSteps in order; on failure it unmounts what it
 // mounted.
 func (p *Plan) mountSteps(ctx context.Context) (retErr error) {
@@ -219,7 +240,7 @@ func (p *Plan) mountSteps(ctx context.Context) (retErr error) {
 		if err := os.MkdirAll(s.Target, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", s.Target, err)
 		}
-		if err := s.Mount.Mount(s.Target); err != nil {
+		if err := mountHostStep(s); err != nil {
 			return fmt.Errorf("mount %s %s on %s: %w", s.Mount.Type, s.Mount.Source, s.Target, err)
 		}
 		done = append(done, s.Target)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
+	agentmount "github.com/msb-runtime/msb/agent/mount"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -69,7 +70,11 @@ func TestOnHost(t *testing.T) {
 
 // TestRootOnHostMounts builds a real root on the host from an EROFS image
 // and a fresh ext4 writable layer, then undoes it.
-func TestRootOnHostMounts(t *testing.T) {
+// hostRoot mounts a one-layer EROFS root with an ext4 upper on the host
+// through OnHost, with extra overlay options; it returns the test
+// directory and the root.
+func hostRoot(t *testing.T, extra ...string) (string, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -86,7 +91,7 @@ func TestRootOnHostMounts(t *testing.T) {
 		t.Fatalf("mkfs.erofs: %v\n%s", err, out)
 	}
 	img := filepath.Join(dir, "rwlayer.img")
-	plan, err := Prepare(context.Background(), testID, []*types.Mount{mkfsM(img), erofsM(layer), blockOverlay("{{ mount 1 }}")}, Options{})
+	plan, err := Prepare(context.Background(), testID, []*types.Mount{mkfsM(img), erofsM(layer), blockOverlayWith("{{ mount 1 }}", extra...)}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,20 +103,49 @@ func TestRootOnHostMounts(t *testing.T) {
 	if err := h.MountHost(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		for _, m := range h.HostTargets() {
 			if err := mount.UnmountAll(m, unix.MNT_DETACH); err != nil {
 				t.Error(err)
 			}
 		}
-	}()
+	})
 	if b, err := os.ReadFile(filepath.Join(rootDir, "etc", "hello")); err != nil || string(b) != "from the layer\n" {
 		t.Fatalf("layer file through the host root: %q %v", b, err)
 	}
+	return dir, rootDir
+}
+
+func TestRootOnHostMounts(t *testing.T) {
+	dir, rootDir := hostRoot(t)
 	if err := os.WriteFile(filepath.Join(rootDir, "new"), []byte("x"), 0o644); err != nil {
 		t.Fatalf("write in the host root: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "stage", "rw", "upper", "new")); err != nil {
 		t.Fatalf("the write did not land in the ext4 upper: %v", err)
+	}
+}
+
+// TestRootOnHostIDMapped: a user-namespace container's root built on the
+// host shows the image's root as the mapped root (1000), takes writes from
+// it (stored with the image's ids) and none from the unmapped real root.
+func TestRootOnHostIDMapped(t *testing.T) {
+	dir, rootDir := hostRoot(t, "uidmap=0:1000:65536", "gidmap=0:1000:65536")
+	for _, p := range []string{rootDir, filepath.Join(rootDir, "etc", "hello")} {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil || st.Uid != 1000 || st.Gid != 1000 {
+			t.Errorf("%s: owner %d:%d (%v), want 1000:1000", p, st.Uid, st.Gid, err)
+		}
+	}
+	err := agentmount.AsUser(1000, 1000, func() error { return os.WriteFile(filepath.Join(rootDir, "new"), []byte("x"), 0o644) })
+	if err != nil {
+		t.Fatalf("write as the mapped root: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "stage", "rw", "upper", "new"), &st); err != nil || st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("the upper layer's file: owner %d:%d (%v), want the image's 0:0", st.Uid, st.Gid, err)
+	}
+	if err := os.WriteFile(filepath.Join(rootDir, "byroot"), nil, 0o644); err == nil {
+		t.Error("the unmapped real root wrote into the root")
 	}
 }

@@ -109,6 +109,17 @@ func TestPrepareShapes(t *testing.T) {
 			plan:   []*api.Mount{&rw, lay(1), ovl(g + "/layers/1")},
 		},
 		{
+			name: "block mode, idmapped layers",
+			mounts: []*types.Mount{mkfsM(img), erofsM(r.layer(1)),
+				blockOverlayWith("{{ mount 1 }}", "uidmap=0:1000:65536", "gidmap=0:1000:65536")},
+			disks: []vm.Disk{disk("rw", img, false), disk("l1", r.layer(1), true)},
+			plan: []*api.Mount{&rw, lay(1), func() *api.Mount {
+				m := ovl(g + "/layers/1")
+				m.Options = append(m.Options, "uidmap=0:1000:65536", "gidmap=0:1000:65536")
+				return m
+			}()},
+		},
+		{
 			name: "block mode, no parent",
 			mounts: []*types.Mount{mkfsM(img), {Type: "format/mkdir/bind", Source: "{{ mount 0 }}/upper", Options: []string{
 				"X-containerd.mkdir.path={{ mount 0 }}/upper:0755", "rw", "rbind"}}},
@@ -306,9 +317,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"missing blob", testID, []*types.Mount{erofsM(r.path("9", "layer.erofs"))}, errdefs.IsNotFound, "EROFS image"},
 		{"missing device blob", testID, []*types.Mount{erofsM(r.layer(1), "device="+r.path("9", "layer.erofs"))}, errdefs.IsNotFound, "device blob"},
 		{
-			"idmapped overlay", testID,
+			"idmapped overlay without gidmap", testID,
 			[]*types.Mount{mkfsM(img), erofsM(r.layer(1)), blockOverlayWith("{{ mount 1 }}", "uidmap=0:1000:65536")},
-			errdefs.IsNotImplemented, "idmapped",
+			errdefs.IsInvalidArgument, "both uidmap and gidmap",
 		},
 		{
 			"unknown overlay option", testID,

@@ -16,7 +16,9 @@ import (
 
 // Features is what msb honours, in the runtime-spec features format that
 // "runc features" prints. containerd's CRI reads it from the shim's -info
-// to learn that recursive read-only mounts ("rro") work.
+// to learn that recursive read-only mounts ("rro") work, and that user
+// namespaces do ("user" with idmapped mounts: the agent idmaps the root's
+// layers, the shim a bind's share).
 func Features() *features.Features {
 	enabled := true
 	return &features.Features{
@@ -27,12 +29,14 @@ func Features() *features.Features {
 		Hooks:        []string{"prestart", "createRuntime", "poststart", "poststop"},
 		MountOptions: oci.BindOptions(),
 		Linux: &features.Linux{
-			// New ones: "pid" and "cgroup" in the guest, "network" the
-			// VM's (joined by the VMM on the host). No "user": CRI would
-			// take it for user-namespace support.
-			Namespaces: []string{"cgroup", "network", "pid"},
+			// New ones: "pid", "cgroup" and "user" in the guest, "network"
+			// the VM's (joined by the VMM on the host).
+			Namespaces: []string{"cgroup", "network", "pid", "user"},
 			Cgroup:     &features.Cgroup{V2: &enabled},
 			Seccomp:    &features.Seccomp{Enabled: &enabled},
+			MountExtensions: &features.MountExtensions{
+				IDMap: &features.IDMap{Enabled: &enabled},
+			},
 		},
 	}
 }

@@ -28,7 +28,9 @@ func TestInfoFeatures(t *testing.T) {
 	if !slices.Contains(f.MountOptions, "rro") || !slices.Contains(f.Linux.Namespaces, "pid") {
 		t.Fatalf("features lack rro or pid: %+v", f)
 	}
-	if slices.Contains(f.Linux.Namespaces, "user") {
-		t.Fatal("features claim user namespaces")
+	// CRI reports user-namespace support for a handler with both.
+	if !slices.Contains(f.Linux.Namespaces, "user") || f.Linux.MountExtensions == nil || f.Linux.MountExtensions.IDMap == nil ||
+		f.Linux.MountExtensions.IDMap.Enabled == nil || !*f.Linux.MountExtensions.IDMap.Enabled {
+		t.Fatalf("features lack user namespaces with idmapped mounts: %+v", f.Linux)
 	}
 }

@@ -57,6 +57,11 @@ type Share struct {
 	Tag      string `json:"tag"`
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"read_only"`
+	// UIDMap and GIDMap ("container:host:size[,...]", containerd's form),
+	// when set, serve the share through an idmapped mount of Path: the
+	// runtime's job, before the VMM starts.
+	UIDMap string `json:"uid_map,omitempty"`
+	GIDMap string `json:"gid_map,omitempty"`
 }
 
 // Net is one virtio-net device backed by a tap device. The VMM runs in

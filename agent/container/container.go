@@ -30,9 +30,12 @@ type Config struct {
 	// CgroupParent holds one cgroup per container (/sys/fs/cgroup/msb);
 	// "" runs containers without cgroups.
 	CgroupParent string
-	// PIDNamespaceOf opens the PID namespace of another container's init,
-	// for a container whose spec joins it; nil refuses such containers.
-	PIDNamespaceOf func(id string) (*os.File, error)
+	// NamespaceOf opens a namespace ("pid", "user") of another container's
+	// init, for a container whose spec joins its PID namespace; nil refuses
+	// such containers.
+	NamespaceOf func(id, kind string) (*os.File, error)
+	// NSEnter is the msb-nsenter helper; "" is process.DefaultNSEnter.
+	NSEnter string
 	// SetHostname is false in tests that must not rename their host.
 	SetHostname bool
 	// Sysctl is where linux.sysctl keys are written (/proc/sys).
@@ -52,9 +55,12 @@ type Container struct {
 	// pidNS: the container has a PID namespace of its own or joins
 	// pidJoin's; its init makes its proc mounts (and the masks and
 	// read-only binds under them) from inside it.
-	pidNS    bool
-	pidJoin  string
-	joinPID  func(id string) (*os.File, error)
+	pidNS   bool
+	pidJoin string
+	// userNS: the container has a user namespace with these mappings.
+	userNS   *process.IDMappings
+	joinNS   func(id, kind string) (*os.File, error)
+	nsenter  string
 	nsMounts []process.NSMount
 	nsProcs  []nsProc
 
@@ -76,11 +82,14 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}, joinPID: cfg.PIDNamespaceOf}
+	c := &Container{ID: id, spec: spec, execs: map[string]*process.Process{}, joinNS: cfg.NamespaceOf, nsenter: cfg.NSEnter}
 	if c.pidNS, c.pidJoin, err = pidNamespace(spec); err != nil {
 		return nil, err
 	}
-	if c.pidJoin != "" && c.joinPID == nil {
+	if c.userNS, err = userNamespace(spec); err != nil {
+		return nil, err
+	}
+	if c.pidJoin != "" && c.joinNS == nil {
 		return nil, fmt.Errorf("joining container %s's PID namespace is not supported here: %w", c.pidJoin, errdefs.ErrNotImplemented)
 	}
 	c.gone, c.markGone = context.WithCancel(context.Background())
@@ -102,7 +111,7 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 		return nil, err
 	}
 	c.Root = c.plan.Root()
-	if err := c.prepare(ctx, cfg, mounts); err != nil {
+	if err := c.asRoot(func() error { return c.prepare(ctx, cfg, mounts) }); err != nil {
 		return nil, err
 	}
 	log.G(ctx).Infof("container %s created on %s", id, c.Root)

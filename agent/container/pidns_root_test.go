@@ -171,11 +171,11 @@ func TestRootNoPIDNamespace(t *testing.T) {
 func TestRootJoinPIDNamespace(t *testing.T) {
 	sandbox, _ := pidNSContainer(t, "sandbox", []specs.LinuxNamespace{{Type: specs.PIDNamespace}})
 	sbInit := startInit(t, sandbox)
-	cfg := Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), PIDNamespaceOf: func(id string) (*os.File, error) {
+	cfg := Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), NamespaceOf: func(id, kind string) (*os.File, error) {
 		if id != "sandbox" {
 			return nil, errdefs.ErrNotFound
 		}
-		return sandbox.OpenPIDNamespace()
+		return sandbox.OpenNamespace(kind)
 	}}
 	member, _ := pidNSContainerWith(t, cfg, "member", []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: api.ContainerNamespace("sandbox")}})
 	mInit := startInit(t, member)

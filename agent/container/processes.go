@@ -80,12 +80,20 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 		Seccomp:  seccompOf(c.spec),
 		Streams:  streams,
 		Ptmx:     c.ptmx,
+		NSEnter:  c.nsenter,
 	}
 	if p.ID == "" {
 		o.OnExit = func(process.Exit) { c.killRest() }
 		o.NSMounts = c.nsMounts
 		o.NewPIDNamespace = c.pidNS && c.pidJoin == ""
 	}
+	files, err := c.userNSOptions(p, &o)
+	if err != nil {
+		closeAll(streams)
+		c.Forget(p)
+		return err
+	}
+	defer closeFiles(files)
 	if ns, err := c.joinedPIDNamespace(p); err != nil {
 		closeAll(streams)
 		c.Forget(p)
@@ -121,22 +129,23 @@ func (c *Container) joinedPIDNamespace(p *process.Process) (*os.File, error) {
 	switch {
 	case !c.pidNS:
 	case p.ID != "":
-		return c.OpenPIDNamespace()
+		return c.OpenNamespace("pid")
 	case c.pidJoin != "":
-		return c.joinPID(c.pidJoin)
+		return c.joinNS(c.pidJoin, "pid")
 	}
 	return nil, nil
 }
 
-// OpenPIDNamespace opens the PID namespace of the container's running init.
-func (c *Container) OpenPIDNamespace() (*os.File, error) {
+// OpenNamespace opens the namespace of kind ("pid", "user", "mnt") of the
+// container's running init.
+func (c *Container) OpenNamespace(kind string) (*os.File, error) {
 	c.mu.Lock()
 	initP := c.init
 	c.mu.Unlock()
 	if initP == nil {
 		return nil, fmt.Errorf("container %s init process is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
-	return initP.OpenPIDNamespace()
+	return initP.OpenNamespace(kind)
 }
 
 // undoNSMounts unmounts what an init that failed to start may have

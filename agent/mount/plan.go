@@ -17,6 +17,9 @@ import (
 // Planner runs mount plans (CreateContainer.rootfs).
 type Planner struct {
 	Disks Disks
+	// Userns makes the user namespaces of idmapped layers; nil refuses
+	// them.
+	Userns UsernsFunc
 }
 
 // Mounted records what a plan mounted, in order.
@@ -88,6 +91,16 @@ func (p Planner) step(step *api.Mount) error {
 	}
 	if err := EnsureTarget(target, o.IsBind() && !isDir(source)); err != nil {
 		return err
+	}
+	idmap, err := TakeIDMap(&o)
+	if err != nil {
+		return err
+	}
+	if !idmap.Empty() {
+		if fstype != "overlay" {
+			return fmt.Errorf("uidmap/gidmap on a %s mount: only overlay layers are idmapped: %w", fstype, errdefs.ErrNotImplemented)
+		}
+		return MountOverlayIDMapped(target, o, idmap, p.Userns)
 	}
 	return Mount(source, target, fstype, o)
 }

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,28 +40,6 @@ type NSMount struct {
 	Target string  `json:"target"`
 	Flags  uintptr `json:"flags,omitempty"`
 	Data   string  `json:"data,omitempty"`
-}
-
-// OpenPIDNamespace opens the PID namespace of the running process p (an
-// init with its own namespace), for its execs to join. A process that has
-// exited fails with FailedPrecondition.
-func (p *Process) OpenPIDNamespace() (*os.File, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state != Running {
-		return nil, fmt.Errorf("%s is not running: %w", p.name(), errdefs.ErrFailedPrecondition)
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", p.pid))
-	if err != nil {
-		return nil, fmt.Errorf("%s: open its PID namespace: %v: %w", p.name(), err, errdefs.ErrFailedPrecondition)
-	}
-	// The pid was still ours when the file was opened if it is still ours
-	// now (the pidfd pins the process, not the number).
-	if err := unix.PidfdSendSignal(p.pidfd, 0, nil, 0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s has exited: %w", p.name(), errdefs.ErrFailedPrecondition)
-	}
-	return f, nil
 }
 
 // inPIDNamespace runs fork on a thread whose children are born in the PID

@@ -54,7 +54,21 @@ type Options struct {
 	PIDNamespace *os.File
 	// Exe is the agent binary to re-exec; "" is /proc/self/exe.
 	Exe string
+	// UserNS clones the process into a new user namespace with these
+	// mappings and a new mount namespace it owns (an init's).
+	UserNS *IDMappings
+	// JoinNS are namespaces (open ns files, a user namespace before the
+	// mount namespace it owns) that the process enters before its setup
+	// stage, through msb-nsenter (NSEnter; "" is DefaultNSEnter), which
+	// then unshares UnshareNS (clone flags).
+	JoinNS    []*os.File
+	UnshareNS int
+	NSEnter   string
 }
+
+// inUserNS says whether the setup stage runs in a user namespace other
+// than the agent's.
+func (o Options) inUserNS() bool { return o.UserNS != nil || len(o.JoinNS) > 0 }
 
 // Start starts p: the setup stage is forked into the cgroup and session,
 // reads its config and execs the program; a setup or exec failure comes
@@ -134,7 +148,16 @@ func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exit
 	}
 	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
 	cfg.NSMounts = o.NSMounts
-	werr := cfg.encode(cfgW)
+	var werr error
+	if o.inUserNS() {
+		werr = setLimitsFor(pid, o.Spec)
+		spec := *o.Spec
+		spec.Rlimits, spec.OOMScoreAdj = nil, nil
+		cfg.Process = &spec
+	}
+	if werr == nil {
+		werr = cfg.encode(cfgW)
+	}
 	cfgW.Close()
 	msg, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
 	if len(msg) == 0 && werr == nil {
@@ -159,6 +182,14 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 	if o.NewPIDNamespace {
 		sys.Cloneflags |= unix.CLONE_NEWPID
 	}
+	if o.UserNS != nil {
+		sys.Cloneflags |= unix.CLONE_NEWUSER | unix.CLONE_NEWNS
+		sys.UidMappings, sys.GidMappings = o.UserNS.UIDs, o.UserNS.GIDs
+		sys.GidMappingsEnableSetgroups = true
+		// The namespace's root, not the unmapped real root: execve keeps
+		// the capabilities of the namespace's root only.
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
 	if o.Cgroup != nil {
 		sys.UseCgroupFD = true
 		sys.CgroupFD = int(o.Cgroup.Fd())
@@ -168,6 +199,15 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 		Files: []uintptr{pio.child[0].Fd(), pio.child[1].Fd(), pio.child[2].Fd(), cfgR.Fd(), errW.Fd()},
 		Sys:   sys,
 	}
+	path, argv := exe, []string{InitArgv0, InitArg}
+	if len(o.JoinNS) > 0 {
+		exeFile, err := os.Open(exe)
+		if err != nil {
+			return 0, -1, nil, fmt.Errorf("open the agent binary: %w", err)
+		}
+		defer exeFile.Close()
+		path, argv = nsenterArgs(o, exeFile, attr)
+	}
 	var (
 		pid    int
 		exitCh <-chan unix.WaitStatus
@@ -175,7 +215,7 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 	)
 	forkIt := func() error {
 		pid, exitCh, err = theReaper.fork(func() (int, error) {
-			return syscall.ForkExec(exe, []string{InitArgv0, InitArg}, attr)
+			return syscall.ForkExec(path, argv, attr)
 		})
 		return err
 	}

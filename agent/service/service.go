@@ -67,18 +67,18 @@ func New(cfg Config) *Service {
 		containers: map[string]*container.Container{},
 		creating:   map[string]bool{},
 	}
-	s.cfg.Container.PIDNamespaceOf = s.pidNamespaceOf
+	s.cfg.Container.NamespaceOf = s.namespaceOf
 	return s
 }
 
-// pidNamespaceOf opens the PID namespace of container id's running init,
-// for a container that shares it (a CRI pod's POD mode).
-func (s *Service) pidNamespaceOf(id string) (*os.File, error) {
+// namespaceOf opens a namespace of container id's running init, for a
+// container that shares its PID namespace (a CRI pod's POD mode).
+func (s *Service) namespaceOf(id, kind string) (*os.File, error) {
 	c, err := s.container(id)
 	if err != nil {
 		return nil, err
 	}
-	return c.OpenPIDNamespace()
+	return c.OpenNamespace(kind)
 }
 
 // Ping reports the agent version and the guest kernel release.

@@ -31,14 +31,18 @@ msb_inst_agent() {
   msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_SHARE/msb-agent"
 }
 
-# msb_mkfs_boot_disk INIT OUT: an EROFS disk with /init = INIT and the empty
-# mount points the guest needs.
+# msb_mkfs_boot_disk INIT OUT [EXTRA...]: an EROFS disk with /init = INIT,
+# each EXTRA at /its-name, and the empty mount points the guest needs.
 msb_mkfs_boot_disk() {
-  local init=$1 out=$2 stage tmp mkfs=$MSB_PREFIX/erofs-utils/bin/mkfs.erofs
+  local init=$1 out=$2 stage tmp mkfs=$MSB_PREFIX/erofs-utils/bin/mkfs.erofs extra
+  shift 2
   [[ -x $mkfs ]] || msb_die "no $mkfs: run hack/setup first"
   mkdir -p "$MSB_CACHE" "$(dirname "$out")"
   stage=$(mktemp -d "$MSB_CACHE/stage.XXXXXX")
   install -m 0755 "$init" "$stage/init"
+  for extra in "$@"; do
+    install -m 0755 "$extra" "$stage/$(basename "$extra")"
+  done
   mkdir -m 0755 "$stage"/{proc,sys,dev,run,tmp,mnt,etc}
   chmod 0755 "$stage"
   find "$stage" -exec touch -h -d @0 {} +
@@ -58,27 +62,34 @@ msb_mkfs_boot_disk() {
   fi
 }
 
-# ---- boot.erofs: /init = msb-agent --------------------------------------------
-msb_inst_boot_disk() {
-  local agent=$MSB_SHARE/msb-agent
-  if ! msb__go_pkg_present agent/cmd/msb-agent; then
-    msb_skip "no msb-agent in tree"
-    return 0
-  fi
-  [[ -f $agent ]] || msb_die "no $agent"
-  msb_mkfs_boot_disk "$agent" "$MSB_SHARE/boot.erofs"
-  msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_SHARE/boot.erofs"
-}
-
-# ---- floor.erofs: /init = reboot-init -------------------------------------------
-msb_inst_floor_disk() {
-  local src=$MSB_ROOT/hack/tools/reboot-init.c bin=$MSB_CACHE/bin/reboot-init
+# msb__static_c SRC BIN: BIN built from SRC with gcc -static when older.
+msb__static_c() {
+  local src=$1 bin=$2
   mkdir -p "$(dirname "$bin")"
   if msb_newer "$bin" "$src"; then
     gcc -static -Os -Wall -Werror -o "$bin.tmp" "$src"
     strip "$bin.tmp"
     mv -f "$bin.tmp" "$bin"
   fi
+}
+
+# ---- boot.erofs: /init = msb-agent, /msb-nsenter --------------------------------
+msb_inst_boot_disk() {
+  local agent=$MSB_SHARE/msb-agent nsenter=$MSB_CACHE/bin/msb-nsenter
+  if ! msb__go_pkg_present agent/cmd/msb-agent; then
+    msb_skip "no msb-agent in tree"
+    return 0
+  fi
+  [[ -f $agent ]] || msb_die "no $agent"
+  msb__static_c "$MSB_ROOT/agent/nsenter/msb-nsenter.c" "$nsenter"
+  msb_mkfs_boot_disk "$agent" "$MSB_SHARE/boot.erofs" "$nsenter"
+  msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_SHARE/boot.erofs"
+}
+
+# ---- floor.erofs: /init = reboot-init -------------------------------------------
+msb_inst_floor_disk() {
+  local src=$MSB_ROOT/hack/tools/reboot-init.c bin=$MSB_CACHE/bin/reboot-init
+  msb__static_c "$src" "$bin"
   msb_mkfs_boot_disk "$bin" "$MSB_SHARE/floor.erofs"
   msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_SHARE/floor.erofs"
 }

@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"time"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/typeurl/v2"
 	"github.com/pelletier/go-toml/v2"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/msb-runtime/msb/vm"
@@ -55,18 +57,37 @@ func loadConfig(opts *anypb.Any) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("runtime options: %w", err)
 		}
-		ro, ok := v.(*runtimeoptions.Options)
-		if !ok {
+		switch ro := v.(type) {
+		case *runtimeoptions.Options:
+			if err := c.applyRuntimeOptions(ro); err != nil {
+				return c, err
+			}
+		case *runcoptions.Options:
+			if err := checkIOOwnerOnly(ro); err != nil {
+				return c, err
+			}
+		default:
 			return c, fmt.Errorf("runtime options of type %s are not msb's (use ConfigPath or a TOML body)", opts.GetTypeUrl())
-		}
-		if err := c.applyRuntimeOptions(ro); err != nil {
-			return c, err
 		}
 	}
 	if b := os.Getenv("MSB_BACKEND"); b != "" {
 		c.Backend = b
 	}
 	return c, nil
+}
+
+// checkIOOwnerOnly accepts runc's options when they only name the owner of
+// the stdio pipes, which containerd's CRI sends for a container with a user
+// namespace (client.WithUIDOwner): msb's stdio ends are the shim's, relayed
+// into the guest, so the owner means nothing here. Any other runc option
+// would be silently ignored, so it is refused.
+func checkIOOwnerOnly(o *runcoptions.Options) error {
+	rest := proto.Clone(o).(*runcoptions.Options)
+	rest.IoUid, rest.IoGid = 0, 0
+	if !proto.Equal(rest, &runcoptions.Options{}) {
+		return fmt.Errorf("runc's runtime options (%v) mean nothing to msb (use ConfigPath or a TOML body)", rest)
+	}
+	return nil
 }
 
 func (c *Config) applyRuntimeOptions(ro *runtimeoptions.Options) error {

@@ -6,14 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/msb-runtime/msb/vm"
 )
 
-func optionsAny(t *testing.T, o *runtimeoptions.Options) *anypb.Any {
+func optionsAny(t *testing.T, o proto.Message) *anypb.Any {
 	t.Helper()
 	a, err := typeurl.MarshalAnyToProto(o)
 	if err != nil {
@@ -85,5 +87,19 @@ func TestLoadConfigEnvBackend(t *testing.T) {
 	c, err := loadConfig(nil)
 	if err != nil || c.Backend != "krun" {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// TestLoadConfigRuncIOOwner: CRI's user-namespace containers come with
+// runc options that only name the stdio owner; other runc options are
+// refused rather than ignored.
+func TestLoadConfigRuncIOOwner(t *testing.T) {
+	t.Setenv("MSB_BACKEND", "")
+	if _, err := loadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, IoGid: 1000})); err != nil {
+		t.Fatalf("io owner: %v", err)
+	}
+	_, err := loadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, BinaryName: "crun"}))
+	if err == nil || !strings.Contains(err.Error(), "crun") {
+		t.Fatalf("runc binary name: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -107,6 +108,9 @@ func bindHost(sh vm.Share, target string) error {
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return err
 	}
+	if sh.UIDMap != "" {
+		return bindIDMapped(sh, target)
+	}
 	if err := unix.Mount(sh.Path, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind %s on %s: %w", sh.Path, target, err)
 	}
@@ -118,6 +122,26 @@ func bindHost(sh vm.Share, target string) error {
 		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
 			return fmt.Errorf("make %s read-only: %w", target, err)
 		}
+	}
+	return nil
+}
+
+// bindIDMapped binds sh at target through an idmapped mount of its
+// mappings (recursively, read-only all the way down for a read-only
+// share): the guest sees the files with the ids the mappings give them, as
+// runc's idmapped bind would show them to the container.
+func bindIDMapped(sh vm.Share, target string) error {
+	ns, err := mount.GetUsernsFD(sh.UIDMap, sh.GIDMap)
+	if err != nil {
+		return fmt.Errorf("user namespace for the idmapped share %s: %w", sh.Path, err)
+	}
+	defer ns.Close()
+	var set uint64
+	if sh.ReadOnly {
+		set = unix.MOUNT_ATTR_RDONLY
+	}
+	if err := mount.IDMapMountWithAttrs(sh.Path, target, int(ns.Fd()), set, 0); err != nil {
+		return fmt.Errorf("idmapped bind of %s on %s: %w", sh.Path, target, err)
 	}
 	return nil
 }

@@ -168,12 +168,13 @@ func vmShares(b *bootSpec, st *state.State, roDir string) ([]vm.Share, error) {
 // guardReadOnly serves each read-only share from a bind of it in dir that
 // is read-only all the way down: QEMU 7.2's virtiofsd has no read-only
 // export, and the guest, which is not trusted, must not be able to write
-// where its own mount is read-only. Each bind is recorded in st first, so
-// it is undone.
+// where its own mount is read-only. An idmapped share is served from an
+// idmapped bind there too. Each bind is recorded in st first, so it is
+// undone.
 func guardReadOnly(bundle string, shares []vm.Share, dir string, st *state.State) ([]vm.Share, error) {
 	out := append([]vm.Share{}, shares...)
 	for i, sh := range out {
-		if !sh.ReadOnly {
+		if !sh.ReadOnly && sh.UIDMap == "" {
 			continue
 		}
 		if !slices.Contains(st.Dirs, dir) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,5 +284,41 @@ func TestCRISandboxExitsFirst(t *testing.T) {
 	mustCrictl(t, "rm", "-f", c1)
 	mustCrictl(t, "stopp", pod)
 	mustCrictl(t, "rmp", pod)
+	checkNoLeaks(t, before)
+}
+
+// TestCRIUserNamespace: a pod with a user namespace (CRI's POD mode with a
+// mapping, as the kubelet sends for hostUsers: false). Its containers see
+// the mapping, run as the namespace's root, see the image's and CRI's
+// files (/etc/hostname is an idmapped bind) as root's, and may write to
+// their root; an exec joins the same namespace.
+func TestCRIUserNamespace(t *testing.T) {
+	criImages(t)
+	before := captureHostState(t)
+	idmap := []map[string]any{{"container_id": 0, "host_id": 100000, "length": 65536}}
+	userns := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{
+		"userns_options": map[string]any{"mode": 0, "uids": idmap, "gids": idmap}}}} // POD
+	p := runPod(t, "e2e-userns-", map[string]any{"hostname": "e2e-userns", "linux": userns})
+	c1 := p.start(t, "c1", userns, "sh", "-c", "cat /proc/self/uid_map; id -u; exec sleep 100000")
+	if err := eventually(func() error {
+		l := crictl(t, "logs", c1)
+		if f := strings.Fields(l.Stdout); len(f) != 4 || f[0] != "0" || f[1] != "100000" || f[2] != "65536" || f[3] != "0" {
+			return fmt.Errorf("init's uid_map and uid: %s", l)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	script := `cat /proc/self/uid_map; id -u; stat -c '%u:%g' / /bin/busybox /etc/hostname; cat /etc/hostname;
+touch /made-by-root && stat -c '%u:%g' /made-by-root`
+	e := crictl(t, "exec", c1, "sh", "-c", script)
+	want := []string{"0", "100000", "65536", "0", "0:0", "0:0", "0:0", "e2e-userns", "0:0"}
+	if got := strings.Fields(e.Stdout); !slices.Equal(got, want) {
+		t.Fatalf("exec in the user namespace: got %q, want %q\n%s", got, want, e)
+	}
+	mustCrictl(t, "stop", c1)
+	mustCrictl(t, "rm", c1)
+	mustCrictl(t, "stopp", p.id)
+	mustCrictl(t, "rmp", p.id)
 	checkNoLeaks(t, before)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,6 +149,33 @@ func TestPIDNamespace(t *testing.T) {
 	r = ctr(t, "task", "exec", "--exec-id", "p2", id, "sh", "-c", `ls -d /proc/[0-9]* | wc -l`)
 	if n, err := strconv.Atoi(strings.TrimSpace(r.Stdout)); r.Code != 0 || err != nil || n > 4 {
 		t.Fatalf("want at most 4 processes in the container's PID namespace; got %v", r)
+	}
+}
+
+// TestUserNamespace: `ctr run --uidmap/--gidmap` with the snapshotter's id
+// remapping (--remap-labels): the container and its execs share one user
+// namespace with the mapping, run as its root, and see the image's files
+// as root's.
+func TestUserNamespace(t *testing.T) {
+	id := newID(t)
+	m := "0:100000:65536"
+	mustCtr(t, runArgs([]string{"-d", "--remap-labels", "--uidmap", m, "--gidmap", m}, busybox, id, "sleep", "300")...)
+	waitStatus(t, id, "RUNNING")
+	script := `cat /proc/self/uid_map; id -u; stat -c %u:%g /bin/busybox /etc;
+[ "$(readlink /proc/self/ns/user)" = "$(readlink /proc/1/ns/user)" ] && echo same-userns`
+	r := ctr(t, "task", "exec", "--exec-id", "u1", id, "sh", "-c", script)
+	want := []string{"0", "100000", "65536", "0", "0:0", "0:0", "same-userns"}
+	if got := strings.Fields(r.Stdout); r.Code != 0 || !slices.Equal(got, want) {
+		t.Fatalf("exec in the user namespace: got %q, want %q\n%v", got, want, r)
+	}
+	if !isMSB() {
+		// runc's root on the EROFS snapshotter's ext4 upper has its top
+		// directory owned by the unmapped host root: not writable there.
+		return
+	}
+	r = ctr(t, "task", "exec", "--exec-id", "u2", id, "sh", "-c", "touch /made && stat -c %u:%g /made")
+	if r.Code != 0 || r.Stdout != "0:0\n" {
+		t.Fatalf("the namespace's root writes to its root: %v", r)
 	}
 }
 

@@ -1,0 +1,115 @@
+package container
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/msb-runtime/msb/agent/mount"
+	"github.com/msb-runtime/msb/agent/process"
+)
+
+// userNamespace reads the spec's user namespace: its mappings when it
+// asks for one (always a new one: the host sends no path), nil otherwise.
+func userNamespace(s *specs.Spec) (*process.IDMappings, error) {
+	if s.Linux == nil {
+		return nil, nil
+	}
+	l := s.Linux
+	if !hasNamespace(s, specs.UserNamespace) {
+		if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 {
+			return nil, fmt.Errorf("uidMappings and gidMappings without a user namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		return nil, nil
+	}
+	for _, ns := range l.Namespaces {
+		if ns.Type == specs.UserNamespace && ns.Path != "" {
+			return nil, fmt.Errorf("user namespace path %q: the guest makes a new one: %w", ns.Path, errdefs.ErrInvalidArgument)
+		}
+	}
+	if len(l.UIDMappings) == 0 || len(l.GIDMappings) == 0 {
+		return nil, fmt.Errorf("a user namespace needs uidMappings and gidMappings: %w", errdefs.ErrInvalidArgument)
+	}
+	m := process.MappingsFromSpec(l.UIDMappings, l.GIDMappings)
+	if _, _, err := (mount.IDMap{UIDs: m.UIDs, GIDs: m.GIDs}).Root(); err != nil {
+		return nil, fmt.Errorf("user namespace: %w", err)
+	}
+	return m, nil
+}
+
+// asRoot runs fn with the fs ids of the container's root when it has a
+// user namespace, so that the mount points, device nodes and files the
+// agent makes in its root belong to it; with the agent's otherwise.
+func (c *Container) asRoot(fn func() error) error {
+	if c.userNS == nil {
+		return fn()
+	}
+	uid, gid, err := (mount.IDMap{UIDs: c.userNS.UIDs, GIDs: c.userNS.GIDs}).Root()
+	if err != nil {
+		return err
+	}
+	return mount.AsUser(uid, gid, fn)
+}
+
+// userNSOptions sets how p enters the container's user namespace: the
+// init makes it, unless it shares another container's PID namespace, whose
+// user namespace owns that one and is joined with it (the init then gets a
+// mount namespace of its own for its proc mounts); an exec joins its
+// init's user and mount namespaces. The returned files are for the caller
+// to close once p started.
+func (c *Container) userNSOptions(p *process.Process, o *process.Options) ([]*os.File, error) {
+	switch {
+	case c.userNS == nil:
+		return nil, nil
+	case p.ID == "" && c.pidJoin == "":
+		o.UserNS = c.userNS
+		return nil, nil
+	case p.ID == "":
+		user, err := c.joinNS(c.pidJoin, "user")
+		if err != nil {
+			return nil, err
+		}
+		if err := notOwnUserNS(user); err != nil {
+			user.Close()
+			return nil, fmt.Errorf("container %s shares container %s's PID namespace: %w", c.ID, c.pidJoin, err)
+		}
+		o.JoinNS, o.UnshareNS = []*os.File{user}, unix.CLONE_NEWNS
+		return o.JoinNS, nil
+	}
+	var files []*os.File
+	for _, kind := range []string{"user", "mnt"} {
+		f, err := c.OpenNamespace(kind)
+		if err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	o.JoinNS = files
+	return files, nil
+}
+
+// notOwnUserNS refuses the agent's own user namespace: a container without
+// one of its own cannot lend it.
+func notOwnUserNS(f *os.File) error {
+	var own, other unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/user", &own); err != nil {
+		return err
+	}
+	if err := unix.Fstat(int(f.Fd()), &other); err != nil {
+		return err
+	}
+	if own.Ino == other.Ino && own.Dev == other.Dev {
+		return fmt.Errorf("it has no user namespace of its own to share: %w", errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
