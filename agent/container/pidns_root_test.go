@@ -48,13 +48,20 @@ func pidNSContainerWith(t *testing.T, cfg Config, id string, ns []specs.LinuxNam
 			ReadonlyPaths: []string{"/proc/sys"},
 		},
 	}
+	return createSpec(t, cfg, id, plan, s), dir
+}
+
+// createSpec creates container id from plan and s, destroyed when the test
+// ends.
+func createSpec(t *testing.T, cfg Config, id string, plan []*api.Mount, s specs.Spec) *Container {
+	t.Helper()
 	b, _ := json.Marshal(s)
 	c, err := Create(context.Background(), cfg, id, plan, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Destroy(context.Background()) })
-	return c, dir
+	return c
 }
 
 func TestRootPIDNamespace(t *testing.T) {

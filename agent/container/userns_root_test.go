@@ -1,8 +1,6 @@
 package container
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,13 +64,7 @@ func usernsContainer(t *testing.T, cfg Config, id string, ns []specs.LinuxNamesp
 			MaskedPaths: []string{"/proc/version"},
 		},
 	}
-	b, _ := json.Marshal(s)
-	c, err := Create(context.Background(), cfg, id, plan, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Destroy(context.Background()) })
-	return c, dir
+	return createSpec(t, cfg, id, plan, s), dir
 }
 
 func usernsConfig(t *testing.T) Config {
