@@ -348,7 +348,9 @@ type bind struct {
 	dir   string // host directory to share
 	rel   string // the source below dir ("" for dir itself)
 	ro    bool
+	rro   bool // read-only all the way down; a plain "ro" is the top mount only
 	idmap idMap
+	slave bool // rslave: the host's later mounts below it reach it
 }
 
 // idMap is an idmapped bind's mappings in containerd's form; zero for none.
@@ -358,7 +360,9 @@ type idMap struct{ uids, gids string }
 type share struct {
 	dir   string
 	ro    bool
+	rro   bool // read-only, and recursively: some bind asked for "rro"
 	idmap idMap
+	slave bool
 	tag   string
 	first int // first spec mount using it, for a stable order
 }
@@ -402,11 +406,15 @@ func (g *Guest) mounts(opts GuestOptions) error {
 	}
 	base := SharesDir(opts.ContainerID)
 	for _, sh := range shares {
+		// A share read-only at the top only is mounted writable: the host's
+		// writable submounts below it must stay writable (the binds from
+		// it are read-only in the guest, and its top on the host).
 		mode := "rw"
-		if sh.ro {
+		if sh.rro {
 			mode = "ro"
 		}
-		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.ro, UIDMap: sh.idmap.uids, GIDMap: sh.idmap.gids})
+		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.rro, ReadOnlyTop: sh.ro && !sh.rro,
+			UIDMap: sh.idmap.uids, GIDMap: sh.idmap.gids, FollowHost: sh.slave})
 		g.Mounts = append(g.Mounts, &api.Mount{Type: "virtiofs", Source: sh.tag, Target: path.Join(base, sh.tag), Options: []string{mode}})
 	}
 	for _, b := range binds {
@@ -441,7 +449,8 @@ func resolveBind(where string, i int, m specs.Mount) (*bind, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: bind source: %w", where, err)
 	}
-	b := &bind{index: i, ro: bindReadOnly(m.Options)}
+	b := &bind{index: i, ro: bindReadOnly(m.Options), rro: slices.Contains(m.Options, "rro"),
+		slave: slices.Contains(m.Options, "rslave") || slices.Contains(m.Options, "slave")}
 	switch t := st.Mode().Type(); {
 	case st.IsDir():
 		b.dir = src
@@ -463,25 +472,29 @@ func resolveBind(where string, i int, m specs.Mount) (*bind, error) {
 // directory into a shared ancestor unless it needs write access to a
 // read-only share.
 func planShares(binds []*bind) ([]*share, map[*bind]*share) {
-	type dirUse struct {
-		dir   string
-		ro    bool
-		idmap idMap
-		first int
-		binds []*bind
-	}
+	// Binds that see the host differently (idmapped, following the
+	// host's mounts) never share.
 	type key struct {
 		dir   string
 		idmap idMap
+		slave bool
+	}
+	type dirUse struct {
+		key
+		ro, rro bool
+		first   int
+		binds   []*bind
 	}
 	uses := map[key]*dirUse{}
 	for _, b := range binds {
-		u := uses[key{b.dir, b.idmap}]
+		k := key{b.dir, b.idmap, b.slave}
+		u := uses[k]
 		if u == nil {
-			u = &dirUse{dir: b.dir, ro: true, idmap: b.idmap, first: b.index}
-			uses[key{b.dir, b.idmap}] = u
+			u = &dirUse{key: k, ro: true, first: b.index}
+			uses[k] = u
 		}
 		u.ro = u.ro && b.ro
+		u.rro = u.rro || b.rro
 		u.binds = append(u.binds, b)
 	}
 	var dirs []*dirUse
@@ -500,13 +513,14 @@ func planShares(binds []*bind) ([]*share, map[*bind]*share) {
 	for _, u := range dirs {
 		var into *share
 		for _, sh := range shares {
-			if within(u.dir, sh.dir) && (!sh.ro || u.ro) && sh.idmap == u.idmap {
+			if within(u.dir, sh.dir) && (!sh.ro || u.ro) && sh.idmap == u.idmap && sh.slave == u.slave {
 				into = sh
 				break
 			}
 		}
 		if into == nil {
-			into = &share{dir: u.dir, ro: u.ro, idmap: u.idmap, tag: shareTag(u.dir, u.ro, u.idmap), first: u.first}
+			into = &share{dir: u.dir, ro: u.ro, rro: u.ro && u.rro, idmap: u.idmap, slave: u.slave,
+				tag: shareTag(u.dir, u.ro, u.idmap, u.slave), first: u.first}
 			shares = append(shares, into)
 		}
 		into.first = min(into.first, u.first)
@@ -523,7 +537,7 @@ func within(dir, parent string) bool {
 }
 
 // shareTag is "<base>-<hash>": see the package documentation.
-func shareTag(dir string, ro bool, idmap idMap) string {
+func shareTag(dir string, ro bool, idmap idMap, slave bool) string {
 	mode := "rw"
 	if ro {
 		mode = "ro"
@@ -531,6 +545,9 @@ func shareTag(dir string, ro bool, idmap idMap) string {
 	key := dir + "\x00" + mode
 	if idmap != (idMap{}) {
 		key += "\x00" + idmap.uids + "\x00" + idmap.gids
+	}
+	if slave {
+		key += "\x00slave"
 	}
 	sum := sha256.Sum256([]byte(key))
 	base := []byte(filepath.Base(dir))

@@ -198,12 +198,17 @@ func TestGuestSpecBinds(t *testing.T) {
 	// in), ro (ro), ro/inner (rw, cannot fold into a ro share).
 	var dirs []string
 	for _, sh := range g.Shares {
-		dirs = append(dirs, sh.Path+map[bool]string{true: ":ro", false: ":rw"}[sh.ReadOnly])
+		mode := map[bool]string{true: ":ro", false: ":rw"}[sh.ReadOnly]
+		if sh.ReadOnlyTop {
+			mode = ":ro-top"
+		}
+		dirs = append(dirs, sh.Path+mode)
 		if !tagRE.MatchString(sh.Tag) || len(sh.Tag) > 36 {
 			t.Errorf("tag %q is invalid", sh.Tag)
 		}
 	}
-	want := []string{sandbox + ":rw", data + ":rw", ro + ":ro", roSub + ":rw"}
+	// ro's binds are read-only at the top only ("ro", not "rro").
+	want := []string{sandbox + ":rw", data + ":rw", ro + ":ro-top", roSub + ":rw"}
 	if !reflect.DeepEqual(dirs, want) {
 		t.Errorf("shares %v, want %v", dirs, want)
 	}
@@ -231,18 +236,24 @@ func TestGuestSpecBinds(t *testing.T) {
 			t.Errorf("bind %s: options or destination changed: %+v", gm[i].Destination, gm[i])
 		}
 	}
+	// "rro" makes a share read-only all the way down.
+	s2 := baseSpec()
+	s2.Mounts = append(s2.Mounts, specs.Mount{Destination: "/rro", Type: "bind", Source: ro, Options: []string{"rbind", "ro", "rro"}})
+	if g2, err := GuestSpec(s2, GuestOptions{ContainerID: id, Root: root}); err != nil || !g2.Shares[0].ReadOnly || g2.Shares[0].ReadOnlyTop {
+		t.Errorf("rro share: %+v, %v", g2.Shares, err)
+	}
 	// Deterministic tags.
 	g2, _ := GuestSpec(s, GuestOptions{ContainerID: id, Root: root})
 	if !reflect.DeepEqual(g.Shares, g2.Shares) {
 		t.Errorf("tags are not deterministic")
 	}
-	if shareTag(data, true, idMap{}) == shareTag(data, false, idMap{}) {
+	if shareTag(data, true, idMap{}, false) == shareTag(data, false, idMap{}, false) {
 		t.Errorf("ro and rw shares of one dir share a tag")
 	}
-	if tg := shareTag("/", true, idMap{}); !strings.HasPrefix(tg, "root-") {
+	if tg := shareTag("/", true, idMap{}, false); !strings.HasPrefix(tg, "root-") {
 		t.Errorf("tag of / %q", tg)
 	}
-	if tg := shareTag("/x/.hidden dir with a very long name", false, idMap{}); !tagRE.MatchString(tg) || len(tg) > 36 || !strings.HasPrefix(tg, "s.hidden_dir_") {
+	if tg := shareTag("/x/.hidden dir with a very long name", false, idMap{}, false); !tagRE.MatchString(tg) || len(tg) > 36 || !strings.HasPrefix(tg, "s.hidden_dir_") {
 		t.Errorf("tag %q", tg)
 	}
 	// The shares fit a VM with the root's disks.

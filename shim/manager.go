@@ -100,7 +100,14 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	if err != nil {
 		return nil, err
 	}
-	cmd.ExtraFiles = []*os.File{f} // fd 3: pkg/shim serves on it
+	hostNS, err := os.Open("/proc/self/ns/mnt")
+	if err != nil {
+		return nil, fmt.Errorf("open the host's mount namespace: %w", err)
+	}
+	defer hostNS.Close()
+	// fd 3: pkg/shim serves on it; fd 4: the host's mount namespace, for
+	// the server's binds of host directories (shim/mountns).
+	cmd.ExtraFiles = []*os.File{f, hostNS}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start shim server: %w", err)
 	}
@@ -136,7 +143,8 @@ func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapPara
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A mount namespace of its own: shim/mountns.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/rootfs"
+	"github.com/msb-runtime/msb/shim/mountns"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
 )
@@ -74,23 +75,26 @@ func (p *pod) mount() *api.Mount {
 // directories) at <pod dir>/<cid>/<tag> on the host, and turns the guest's
 // virtiofs mounts of them into binds from the pod share. Every mount point
 // is recorded in st first, so it is undone.
-func throughPod(p *pod, bundle, cid string, shares []vm.Share, mounts []*api.Mount, st *state.State) error {
-	base := filepath.Join(p.dir(), cid)
+func throughPod(b *bootSpec, cid string, st *state.State) error {
+	base := filepath.Join(b.pod.dir(), cid)
 	st.Dirs = append([]string{base}, st.Dirs...)
 	byTag := map[string]vm.Share{}
-	for _, sh := range shares {
+	for _, sh := range b.shares() {
 		target := filepath.Join(base, sh.Tag)
 		st.HostMounts = append(st.HostMounts, target)
 		st.Dirs = append([]string{target}, st.Dirs...)
-		if err := state.Write(bundle, st); err != nil {
+		if err := state.Write(b.bundle, st); err != nil {
 			return err
 		}
-		if err := bindHost(sh, target); err != nil {
+		if err := bindHost(sh, target, !b.ownRoot(sh)); err != nil {
+			return err
+		}
+		if err := mirrorSubmounts(b, sh, target); err != nil {
 			return err
 		}
 		byTag[sh.Tag] = sh
 	}
-	for _, m := range mounts {
+	for _, m := range b.mounts() {
 		sh, ok := byTag[m.Source]
 		if m.Type != "virtiofs" || !ok {
 			continue
@@ -104,44 +108,42 @@ func throughPod(p *pod, bundle, cid string, shares []vm.Share, mounts []*api.Mou
 	return nil
 }
 
-func bindHost(sh vm.Share, target string) error {
+// bindHost binds sh's directory at target, read-only and idmapped as sh
+// says: a copy of the host's tree at it (fromHost), or of the shim's own
+// mount there (a root it built).
+func bindHost(sh vm.Share, target string, fromHost bool) error {
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return err
 	}
+	attr := &unix.MountAttr{Propagation: unix.MS_PRIVATE}
+	if sh.FollowHost {
+		// rslave: the host's later mounts below the directory reach the
+		// copy, and virtiofsd serves them.
+		attr.Propagation = unix.MS_SLAVE
+	}
+	// The guest, which is not trusted, must not write through virtiofsd
+	// where its own mount is read-only: the copy is read-only all the way
+	// down, or at the top only, as the share is.
+	var top *unix.MountAttr
+	switch {
+	case sh.ReadOnly:
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	case sh.ReadOnlyTop:
+		top = &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	}
 	if sh.UIDMap != "" {
-		return bindIDMapped(sh, target)
-	}
-	if err := unix.Mount(sh.Path, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s on %s: %w", sh.Path, target, err)
-	}
-	if sh.ReadOnly {
-		// Read-only all the way down: the guest sees the share as one
-		// file system (submounts included), and must not write through
-		// virtiofsd where its own mount is read-only.
-		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
-			return fmt.Errorf("make %s read-only: %w", target, err)
+		// The guest sees the files with the ids the mappings give them,
+		// as runc's idmapped bind shows them to the container.
+		ns, err := mount.GetUsernsFD(sh.UIDMap, sh.GIDMap)
+		if err != nil {
+			return fmt.Errorf("user namespace for the idmapped share %s: %w", sh.Path, err)
 		}
+		defer ns.Close()
+		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
+		attr.Userns_fd = uint64(ns.Fd())
 	}
-	return nil
-}
-
-// bindIDMapped binds sh at target through an idmapped mount of its
-// mappings (recursively, read-only all the way down for a read-only
-// share): the guest sees the files with the ids the mappings give them, as
-// runc's idmapped bind would show them to the container.
-func bindIDMapped(sh vm.Share, target string) error {
-	ns, err := mount.GetUsernsFD(sh.UIDMap, sh.GIDMap)
-	if err != nil {
-		return fmt.Errorf("user namespace for the idmapped share %s: %w", sh.Path, err)
-	}
-	defer ns.Close()
-	var set uint64
-	if sh.ReadOnly {
-		set = unix.MOUNT_ATTR_RDONLY
-	}
-	if err := mount.IDMapMountWithAttrs(sh.Path, target, int(ns.Fd()), set, 0); err != nil {
-		return fmt.Errorf("idmapped bind of %s on %s: %w", sh.Path, target, err)
+	if err := mountns.Bind(sh.Path, target, attr, top, fromHost); err != nil {
+		return fmt.Errorf("share %s: %w", sh.Path, err)
 	}
 	return nil
 }
@@ -180,7 +182,7 @@ func (s *service) joinPod(ctx context.Context, sb *sandbox, r createRequest, b *
 	if err := b.plan.MountHost(ctx); err != nil {
 		return err
 	}
-	if err := throughPod(b.pod, r.bundle, r.id, b.shares(), b.mounts(), st); err != nil {
+	if err := throughPod(b, r.id, st); err != nil {
 		return err
 	}
 	return createInGuest(ctx, sb, r.id, b)

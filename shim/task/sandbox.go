@@ -67,6 +67,12 @@ func (b *bootSpec) shares() []vm.Share {
 	return append(append([]vm.Share{}, b.guest.Shares...), b.plan.Shares...)
 }
 
+// ownRoot says whether sh is the container's root that the shim mounted
+// itself (in its own mount namespace), rather than a host directory.
+func (b *bootSpec) ownRoot(sh vm.Share) bool {
+	return slices.ContainsFunc(b.plan.Shares, func(r vm.Share) bool { return r.Tag == sh.Tag })
+}
+
 // mounts is the container's guest mount plan; the last target is its root.
 func (b *bootSpec) mounts() []*api.Mount {
 	ms := append([]*api.Mount{}, b.preMounts...)
@@ -151,14 +157,14 @@ const readOnlyRoot = "/run/msb/ro"
 // directory alone, with the container's shares bound under it.
 func vmShares(b *bootSpec, st *state.State, roDir string) ([]vm.Share, error) {
 	if b.pod == nil {
-		return guardReadOnly(b.bundle, b.shares(), roDir, st)
+		return guardReadOnly(b, roDir, st)
 	}
 	dir := b.pod.dir()
 	st.Dirs = append(st.Dirs, dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create the pod directory: %w", err)
 	}
-	if err := throughPod(b.pod, b.bundle, b.id, b.shares(), b.mounts(), st); err != nil {
+	if err := throughPod(b, b.id, st); err != nil {
 		return nil, err
 	}
 	b.preMounts = []*api.Mount{b.pod.mount()}
@@ -169,12 +175,13 @@ func vmShares(b *bootSpec, st *state.State, roDir string) ([]vm.Share, error) {
 // is read-only all the way down: QEMU 7.2's virtiofsd has no read-only
 // export, and the guest, which is not trusted, must not be able to write
 // where its own mount is read-only. An idmapped share is served from an
-// idmapped bind there too. Each bind is recorded in st first, so it is
+// idmapped bind there too, and one that follows the host's mounts from a
+// slave copy of the host's tree. Each bind is recorded in st first, so it is
 // undone.
-func guardReadOnly(bundle string, shares []vm.Share, dir string, st *state.State) ([]vm.Share, error) {
-	out := append([]vm.Share{}, shares...)
+func guardReadOnly(b *bootSpec, dir string, st *state.State) ([]vm.Share, error) {
+	out := b.shares()
 	for i, sh := range out {
-		if !sh.ReadOnly && sh.UIDMap == "" {
+		if !sh.ReadOnly && !sh.ReadOnlyTop && sh.UIDMap == "" && !sh.FollowHost {
 			continue
 		}
 		if !slices.Contains(st.Dirs, dir) {
@@ -183,10 +190,13 @@ func guardReadOnly(bundle string, shares []vm.Share, dir string, st *state.State
 		target := filepath.Join(dir, sh.Tag)
 		st.HostMounts = append(st.HostMounts, target)
 		st.Dirs = append([]string{target}, st.Dirs...)
-		if err := state.Write(bundle, st); err != nil {
+		if err := state.Write(b.bundle, st); err != nil {
 			return nil, err
 		}
-		if err := bindHost(sh, target); err != nil {
+		if err := bindHost(sh, target, !b.ownRoot(sh)); err != nil {
+			return nil, err
+		}
+		if err := mirrorSubmounts(b, sh, target); err != nil {
 			return nil, err
 		}
 		out[i].Path = target

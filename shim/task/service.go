@@ -21,6 +21,8 @@ import (
 	"github.com/containerd/plugin/registry"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
+
+	"github.com/msb-runtime/msb/shim/mountns"
 )
 
 func init() {
@@ -35,6 +37,9 @@ func init() {
 			}
 			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
 			if err != nil {
+				return nil, err
+			}
+			if err := mountns.Setup(); err != nil {
 				return nil, err
 			}
 			return newService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service)), nil

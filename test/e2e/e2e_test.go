@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestExitCode(t *testing.T) {
@@ -253,6 +255,58 @@ func TestBindMount(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "out.txt"))
 	if err != nil || string(got) != "from the container\n" {
 		t.Fatalf("file written in the container, on the host: %q, %v", got, err)
+	}
+}
+
+// TestBindSubmounts: a host directory with a mount below it, bound into a
+// container. Read-only without "rro" leaves that submount writable (runc's
+// non-recursive read-only bind); with "rslave", a mount the host makes
+// below the directory after the container started shows in it.
+func TestBindSubmounts(t *testing.T) {
+	dir := t.TempDir()
+	// A shared mount of its own, so that later mounts below it propagate.
+	mustMount(t, dir, dir, "", unix.MS_BIND)
+	mustMount(t, "", dir, "", unix.MS_SHARED|unix.MS_REC)
+	sub := filepath.Join(dir, "tmpfs")
+	os.Mkdir(sub, 0o755)
+	mustMount(t, "tmpfs", sub, "tmpfs", 0)
+
+	r := runCtr(t, []string{"--mount", "type=bind,src=" + dir + ",dst=/mnt,options=rbind:ro"}, busybox, newID(t),
+		"sh", "-c", "touch /mnt/tmpfs/made && echo sub-rw; touch /mnt/top 2>/dev/null || echo top-ro")
+	if r.Code != 0 || r.Stdout != "sub-rw\ntop-ro\n" {
+		t.Fatalf("non-recursive read-only bind: want the submount writable and the top read-only, got %v", r)
+	}
+	if _, err := os.Stat(filepath.Join(sub, "made")); err != nil {
+		t.Fatalf("the write to the submount is not on the host: %v", err)
+	}
+
+	later := filepath.Join(dir, "later")
+	os.Mkdir(later, 0o755)
+	id2 := newID(t)
+	mustCtr(t, runArgs([]string{"-d", "--mount", "type=bind,src=" + dir + ",dst=/mnt,options=rbind:rw:rslave"}, busybox, id2, "sleep", "300")...)
+	waitStatus(t, id2, "RUNNING")
+	mustMount(t, "tmpfs", later, "tmpfs", 0)
+	if err := os.WriteFile(filepath.Join(later, "flag"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually(func() error {
+		if r := ctr(t, "task", "exec", "--exec-id", "ls", id2, "ls", "/mnt/later"); r.Stdout != "flag\n" {
+			return fmt.Errorf("ls /mnt/later: %v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("rslave: the host's later mount does not reach the container: %v", err)
+	}
+}
+
+// mustMount mounts for the test and unmounts (detached) when it ends.
+func mustMount(t *testing.T, source, target, fstype string, flags uintptr) {
+	t.Helper()
+	if err := unix.Mount(source, target, fstype, flags, ""); err != nil {
+		t.Fatalf("mount %s on %s: %v", source, target, err)
+	}
+	if flags&(unix.MS_SHARED|unix.MS_PRIVATE|unix.MS_SLAVE) == 0 {
+		t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
 	}
 }
 

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,28 +101,32 @@ func TestReadOnlyBindOnHost(t *testing.T) {
 	if r := ctr(t, "task", "exec", "--exec-id", "w", id, "sh", "-c", "cat /mnt/in.txt; echo x >/mnt/out.txt"); r.Stdout != "from the host\n" || r.Code == 0 {
 		t.Fatalf("read-only bind in the container: want the file and a failed write, got %v", r)
 	}
-	var sources []string
+	// virtiofsd runs in the shim's mount namespace and chroots into what
+	// it serves: its /proc/PID/root is the served directory as it sees it.
+	served, pid := "", 0
 	for _, p := range procs() {
 		if _, src, ok := strings.Cut(p.cmdline, "source="); ok && p.exe != "ctr" {
 			src, _, _ = strings.Cut(src, " ")
-			sources = append(sources, src)
-		}
-	}
-	served := ""
-	for _, src := range sources {
-		if b, err := os.ReadFile(filepath.Join(src, "in.txt")); err == nil && string(b) == "from the host\n" {
-			served = src
+			root := fmt.Sprintf("/proc/%d/root", p.pid)
+			if b, err := os.ReadFile(filepath.Join(root, "in.txt")); err == nil && string(b) == "from the host\n" {
+				served, pid = src, p.pid
+			}
 		}
 	}
 	if served == "" || served == dir {
-		t.Fatalf("virtiofsd should serve the bind from a read-only bind of it, not %q (sources %v)", served, sources)
+		t.Fatalf("virtiofsd should serve the bind from a read-only bind of it, not %q", served)
 	}
+	root := fmt.Sprintf("/proc/%d/root", pid)
 	var st unix.Statfs_t
-	if err := unix.Statfs(served, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+	if err := unix.Statfs(root, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
 		t.Fatalf("%s is not a read-only mount: flags %#x, %v", served, st.Flags, err)
 	}
-	if err := os.WriteFile(filepath.Join(served, "out.txt"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+	if err := os.WriteFile(filepath.Join(root, "out.txt"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Fatalf("write through the served directory: %v, want EROFS", err)
+	}
+	// The bind is the shim's own: the host's mount table does not show it.
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), " "+served+" ") {
+		t.Fatalf("the shim's bind %s is in the host's mount namespace", served)
 	}
 	if err := removeContainer(id); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,69 @@
+package task
+
+import (
+	"path"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/shim/mountns"
+	"github.com/msb-runtime/msb/vm"
+)
+
+// mirrorSubmounts gives the guest the host's submounts of a share that is
+// read-only at the top only (binds "ro" without "rro", runc's non-recursive
+// read-only bind). In the guest the share is one virtio-fs mount, so a
+// read-only bind of it would make what lies on the submounts read-only
+// too; each bind from the share is followed by a bind of each submount
+// below its source, with that submount's own read-only flag. hostCopy is
+// where the shim attached its copy of the share's tree.
+func mirrorSubmounts(b *bootSpec, sh vm.Share, hostCopy string) error {
+	if !sh.ReadOnlyTop || b.guest.Spec == nil {
+		return nil
+	}
+	subs, err := mountns.Submounts(hostCopy)
+	if err != nil || len(subs) == 0 {
+		return err
+	}
+	b.guest.Spec.Mounts = withSubmounts(b.guest.Spec.Mounts, path.Join(oci.SharesDir(b.id), sh.Tag), subs)
+	return nil
+}
+
+// withSubmounts adds after each bind from the share at guestRoot a bind of
+// each of subs below its source.
+func withSubmounts(mounts []specs.Mount, guestRoot string, subs []mountns.Submount) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range mounts {
+		out = append(out, m)
+		rel, ok := below(m.Source, guestRoot)
+		if !ok || m.Type != "bind" && !strings.Contains(strings.Join(m.Options, ","), "bind") {
+			continue
+		}
+		for _, s := range subs {
+			sub, ok := s.Rel, true
+			if rel != "" {
+				sub, ok = below(s.Rel, rel)
+			}
+			if !ok || sub == "" {
+				continue
+			}
+			mode := "rw"
+			if s.ReadOnly {
+				mode = "ro"
+			}
+			out = append(out, specs.Mount{Destination: path.Join(m.Destination, sub), Type: "bind",
+				Source: path.Join(guestRoot, s.Rel), Options: []string{"rbind", mode}})
+		}
+	}
+	return out
+}
+
+// below is p relative to dir when p is dir or lies under it.
+func below(p, dir string) (string, bool) {
+	if p == dir {
+		return "", true
+	}
+	rel, ok := strings.CutPrefix(p, dir+"/")
+	return rel, ok
+}
