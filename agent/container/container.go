@@ -58,7 +58,10 @@ type Container struct {
 	pidNS   bool
 	pidJoin string
 	// userNS: the container has a user namespace with these mappings.
-	userNS   *process.IDMappings
+	userNS *process.IDMappings
+	// mountNS: the container has a mount namespace of its own (its init's;
+	// always with a user namespace), rooted at its root.
+	mountNS  bool
 	joinNS   func(id, kind string) (*os.File, error)
 	nsenter  string
 	nsMounts []process.NSMount
@@ -89,6 +92,7 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 	if c.userNS, err = userNamespace(spec); err != nil {
 		return nil, err
 	}
+	c.mountNS = c.userNS != nil || hasNamespace(spec, specs.MountNamespace)
 	if c.pidJoin != "" && c.joinNS == nil {
 		return nil, fmt.Errorf("joining container %s's PID namespace is not supported here: %w", c.pidJoin, errdefs.ErrNotImplemented)
 	}

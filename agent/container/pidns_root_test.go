@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/agent/internal/roottest"
 	"github.com/msb-runtime/msb/agent/mount"
 )
 
@@ -22,13 +23,13 @@ import (
 // the given namespaces, proc on /proc, a mask and a read-only path in it.
 func pidNSContainer(t *testing.T, id string, ns []specs.LinuxNamespace) (*Container, string) {
 	t.Helper()
-	return pidNSContainerWith(t, Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t)}, id, ns)
+	return pidNSContainerWith(t, Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), NSEnter: roottest.NSEnter(t)}, id, ns)
 }
 
 func pidNSContainerWith(t *testing.T, cfg Config, id string, ns []specs.LinuxNamespace) (*Container, string) {
 	t.Helper()
 	image := imageDir(t)
-	for _, a := range []string{"ps", "tr", "grep", "readlink"} {
+	for _, a := range []string{"ps", "tr", "grep", "readlink", "mount", "unshare", "true", "cut"} {
 		os.Symlink("busybox", filepath.Join(image, "bin", a))
 	}
 	dir := t.TempDir()
@@ -178,7 +179,7 @@ func TestRootNoPIDNamespace(t *testing.T) {
 func TestRootJoinPIDNamespace(t *testing.T) {
 	sandbox, _ := pidNSContainer(t, "sandbox", []specs.LinuxNamespace{{Type: specs.PIDNamespace}})
 	sbInit := startInit(t, sandbox)
-	cfg := Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), NamespaceOf: func(id, kind string) (*os.File, error) {
+	cfg := Config{Planner: mount.Planner{}, CgroupParent: cgroupParent(t), NSEnter: roottest.NSEnter(t), NamespaceOf: func(id, kind string) (*os.File, error) {
 		if id != "sandbox" {
 			return nil, errdefs.ErrNotFound
 		}
@@ -202,5 +203,28 @@ func TestRootJoinPIDNamespace(t *testing.T) {
 	}
 	if err := orphan.StartProcess(p, &specs.Process{Args: []string{"true"}, Env: []string{"PATH=/bin"}}, nil); !errdefs.IsNotFound(err) {
 		t.Fatalf("joining a missing container's namespace: %v", err)
+	}
+}
+
+// TestRootMountNamespace: a container with a mount namespace is rooted at
+// its root with pivot_root: the agent's mounts are not in its mount table,
+// what it mounts stays out of the agent's, it may make a user namespace of
+// its own (the kernel refuses that to a chrooted process), and an exec is
+// in the same mount namespace.
+func TestRootMountNamespace(t *testing.T) {
+	c, dir := pidNSContainer(t, "mntns", []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}})
+	initP := startInit(t, c)
+	script := `cut -d' ' -f5 /proc/self/mountinfo | grep -c ` + dir + `; mount -t tmpfs tmpfs /tmp && echo mounted;
+unshare -U true && echo userns; readlink /proc/self/ns/mnt`
+	out, status := run(t, c, "e0", "sh", "-c", script)
+	if status != 0 {
+		t.Fatalf("status %d:\n%s", status, out)
+	}
+	initNS, _ := os.Readlink("/proc/" + strconv.Itoa(initP.Pid()) + "/ns/mnt")
+	if want := "0\nmounted\nuserns\n" + initNS + "\n"; out != want {
+		t.Errorf("got %q, want %q (the agent's paths hidden, a private mount, a nested user namespace, the init's mount namespace)", out, want)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), filepath.Join(c.Root, "tmp")+" ") {
+		t.Errorf("the container's tmpfs on /tmp is in the agent's mount table")
 	}
 }

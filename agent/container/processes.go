@@ -87,7 +87,7 @@ func (c *Container) StartProcess(p *process.Process, spec *specs.Process, stream
 		o.NSMounts = c.nsMounts
 		o.NewPIDNamespace = c.pidNS && c.pidJoin == ""
 	}
-	files, err := c.userNSOptions(p, &o)
+	files, err := c.nsOptions(p, &o)
 	if err != nil {
 		closeAll(streams)
 		c.Forget(p)

@@ -54,33 +54,49 @@ func (c *Container) asRoot(fn func() error) error {
 	return mount.AsUser(uid, gid, fn)
 }
 
-// userNSOptions sets how p enters the container's user namespace: the
-// init makes it, unless it shares another container's PID namespace, whose
-// user namespace owns that one and is joined with it (the init then gets a
-// mount namespace of its own for its proc mounts); an exec joins its
-// init's user and mount namespaces. The returned files are for the caller
-// to close once p started.
-func (c *Container) userNSOptions(p *process.Process, o *process.Options) ([]*os.File, error) {
+// nsOptions sets how p enters the container's mount and user namespaces.
+// The init makes them: a new mount namespace whose root it pivots to the
+// container's, and a new user namespace, unless the container shares
+// another's PID namespace, whose user namespace owns that one and is
+// joined with it (through msb-nsenter, which then unshares the mount
+// namespace). An exec joins its init's user and mount namespaces. The
+// returned files are for the caller to close once p started.
+func (c *Container) nsOptions(p *process.Process, o *process.Options) ([]*os.File, error) {
+	if p.ID != "" {
+		return c.execNSOptions(o)
+	}
+	if c.mountNS {
+		o.Enter = process.EnterPivot
+	}
 	switch {
 	case c.userNS == nil:
 		return nil, nil
-	case p.ID == "" && c.pidJoin == "":
+	case c.pidJoin == "":
 		o.UserNS = c.userNS
 		return nil, nil
-	case p.ID == "":
-		user, err := c.joinNS(c.pidJoin, "user")
-		if err != nil {
-			return nil, err
-		}
-		if err := notOwnUserNS(user); err != nil {
-			user.Close()
-			return nil, fmt.Errorf("container %s shares container %s's PID namespace: %w", c.ID, c.pidJoin, err)
-		}
-		o.JoinNS, o.UnshareNS = []*os.File{user}, unix.CLONE_NEWNS
-		return o.JoinNS, nil
+	}
+	user, err := c.joinNS(c.pidJoin, "user")
+	if err != nil {
+		return nil, err
+	}
+	if err := notOwnUserNS(user); err != nil {
+		user.Close()
+		return nil, fmt.Errorf("container %s shares container %s's PID namespace: %w", c.ID, c.pidJoin, err)
+	}
+	o.JoinNS, o.UnshareNS = []*os.File{user}, unix.CLONE_NEWNS
+	return o.JoinNS, nil
+}
+
+func (c *Container) execNSOptions(o *process.Options) ([]*os.File, error) {
+	if !c.mountNS {
+		return nil, nil
+	}
+	kinds := []string{"mnt"}
+	if c.userNS != nil {
+		kinds = []string{"user", "mnt"}
 	}
 	var files []*os.File
-	for _, kind := range []string{"user", "mnt"} {
+	for _, kind := range kinds {
 		f, err := c.OpenNamespace(kind)
 		if err != nil {
 			closeFiles(files)
@@ -88,7 +104,7 @@ func (c *Container) userNSOptions(p *process.Process, o *process.Options) ([]*os
 		}
 		files = append(files, f)
 	}
-	o.JoinNS = files
+	o.JoinNS, o.Enter = files, process.EnterJoined
 	return files, nil
 }
 

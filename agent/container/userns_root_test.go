@@ -2,7 +2,6 @@ package container
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,21 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/agent/internal/roottest"
 	"github.com/msb-runtime/msb/agent/mount"
 	"github.com/msb-runtime/msb/agent/process"
 )
-
-// nsenterHelper builds agent/nsenter's msb-nsenter, as hack/install does
-// for the boot disk.
-func nsenterHelper(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "msb-nsenter")
-	cmd := exec.Command("gcc", "-static", "-Os", "-Wall", "-Werror", "-o", out, "../nsenter/msb-nsenter.c")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build msb-nsenter: %v\n%s", err, b)
-	}
-	return out
-}
 
 const testIDMap = "0:100000:65536"
 
@@ -68,7 +56,7 @@ func usernsContainer(t *testing.T, cfg Config, id string, ns []specs.LinuxNamesp
 }
 
 func usernsConfig(t *testing.T) Config {
-	return Config{Planner: mount.Planner{Userns: process.NewUserns}, CgroupParent: cgroupParent(t), NSEnter: nsenterHelper(t)}
+	return Config{Planner: mount.Planner{Userns: process.NewUserns}, CgroupParent: cgroupParent(t), NSEnter: roottest.NSEnter(t)}
 }
 
 // TestRootUserNamespace: the init is in a new user namespace with the

@@ -35,6 +35,12 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 func RunInit() {
 	runtime.LockOSThread()
 	unix.CloseOnExec(errorFD)
+	// The pipes come non-blocking from the agent's os.Pipe; os.NewFile
+	// would then put them in the runtime's poller, and its epoll calls may
+	// be what the seccomp filter denies once it is in (the runtime then
+	// dies).
+	unix.SetNonblock(configFD, false) //nolint:errcheck // blocking reads work either way
+	unix.SetNonblock(errorFD, false)  //nolint:errcheck
 	err := runInit()
 	if err == nil {
 		err = fmt.Errorf("exec returned without an error")
@@ -106,8 +112,8 @@ func setupAndExec(cfg *childConfig) error {
 	return nil
 }
 
-// enterContainer does what needs root: namespaces, limits, the chroot and
-// the working directory's creation.
+// enterContainer does what needs root: namespaces, limits, entering the
+// root and the working directory's creation.
 func enterContainer(cfg *childConfig) error {
 	p := cfg.Process
 	if cfg.CgroupNS {
@@ -124,8 +130,32 @@ func enterContainer(cfg *childConfig) error {
 	if err := setRlimits(p.Rlimits); err != nil {
 		return err
 	}
+	// Before the seccomp filter, which may deny it (as runc does).
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask) & 0o777)
+	} else {
+		unix.Umask(0o022)
+	}
 	if err := doNSMounts(cfg.NSMounts); err != nil {
 		return err
+	}
+	if err := enterRoot(cfg); err != nil {
+		return err
+	}
+	// Like runc, create a missing working directory (as root).
+	if err := os.MkdirAll(cwdOf(p), 0o755); err != nil {
+		return fmt.Errorf("create cwd %q: %w", cwdOf(p), err)
+	}
+	return nil
+}
+
+// enterRoot makes the container's root the process's, as cfg.Enter says.
+func enterRoot(cfg *childConfig) error {
+	switch cfg.Enter {
+	case EnterJoined:
+		return nil
+	case EnterPivot:
+		return pivotRoot(cfg.Root)
 	}
 	if err := unix.Chroot(cfg.Root); err != nil {
 		return fmt.Errorf("chroot to %q: %w", cfg.Root, err)
@@ -133,9 +163,34 @@ func enterContainer(cfg *childConfig) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir to / of %q: %w", cfg.Root, err)
 	}
-	// Like runc, create a missing working directory (as root).
-	if err := os.MkdirAll(cwdOf(p), 0o755); err != nil {
-		return fmt.Errorf("create cwd %q: %w", cwdOf(p), err)
+	return nil
+}
+
+// pivotRoot makes root the root of the process's new mount namespace, as
+// runc does, and detaches the VM's mounts from it: the container's own
+// mounts then stay in it, and it may make user namespaces of its own,
+// which the kernel refuses to a chrooted process. root is bound onto
+// itself first: the agent mounted it in the VM's namespace, and a mount
+// copied into a user namespace's mount namespace is locked to its parent,
+// which pivot_root refuses.
+func pivotRoot(root string) error {
+	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make the mount namespace a slave: %w", err)
+	}
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %q onto itself: %w", root, err)
+	}
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir to %q: %w", root, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root to %q: %w", root, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the VM's root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to /: %w", err)
 	}
 	return nil
 }
@@ -150,11 +205,6 @@ func cwdOf(p *specs.Process) string {
 // setUser switches to the process's user, keeping the permitted
 // capabilities so the spec's sets can be applied afterwards.
 func setUser(u specs.User) error {
-	if u.Umask != nil {
-		unix.Umask(int(*u.Umask) & 0o777)
-	} else {
-		unix.Umask(0o022)
-	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set keepcaps: %w", err)
 	}

@@ -17,10 +17,27 @@ const (
 	InitArgv0 = "msb-exec-init"
 )
 
+// Enter is how a process's setup stage gets into its container's root.
+type Enter string
+
+const (
+	// EnterChroot chroots into the root (a container without a mount
+	// namespace: it shares the VM's).
+	EnterChroot Enter = ""
+	// EnterPivot pivots the root of a new mount namespace (the init's:
+	// cloned with it, or unshared by msb-nsenter) to the container's root
+	// and detaches the VM's mounts from it.
+	EnterPivot Enter = "pivot"
+	// EnterJoined: the process joined the container's mount namespace
+	// (JoinNS), which put it at the container's root already.
+	EnterJoined Enter = "joined"
+)
+
 // childConfig is what the setup stage reads from its config pipe.
 type childConfig struct {
-	// Root is the container root to chroot into.
+	// Root is the container root, as the agent sees it.
 	Root    string         `json:"root"`
+	Enter   Enter          `json:"enter,omitempty"`
 	Process *specs.Process `json:"process"`
 	// CgroupNS asks for a new cgroup namespace rooted at the process's
 	// cgroup, so /proc/self/cgroup reads "0::/" as with runc.

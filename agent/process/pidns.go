@@ -16,9 +16,10 @@ import (
 // Pid, Signal and the reaper use). Its /proc must be a proc instance of that
 // namespace, which only a process inside it can mount, so the init's setup
 // stage makes the container's proc mounts (and the masks and read-only binds
-// under them) before its chroot; the VM has one mount table, so the agent
-// sees and later unmounts them. Execs join the namespace: the agent forks
-// them from a thread whose pid_ns_for_children was set to the init's.
+// under them) before it enters the root: in its own mount namespace when it
+// has one, else in the VM's, where the agent sees and later unmounts them.
+// Execs join the namespace: the agent forks them from a thread whose
+// pid_ns_for_children was set to the init's.
 
 // NSMount kinds.
 const (
@@ -33,7 +34,7 @@ const (
 )
 
 // NSMount is a mount the init's setup stage makes inside its new PID
-// namespace, before the chroot. Target is an absolute path as the agent
+// namespace, before it enters the root. Target is an absolute path as the agent
 // sees it (inside the container root).
 type NSMount struct {
 	Kind   string  `json:"kind"`

@@ -54,8 +54,12 @@ type Options struct {
 	PIDNamespace *os.File
 	// Exe is the agent binary to re-exec; "" is /proc/self/exe.
 	Exe string
+	// Enter is how the setup stage gets into Root; EnterPivot clones a
+	// new mount namespace (unless msb-nsenter unshares one).
+	Enter Enter
 	// UserNS clones the process into a new user namespace with these
-	// mappings and a new mount namespace it owns (an init's).
+	// mappings (an init's; with EnterPivot, the new mount namespace is
+	// the user namespace's).
 	UserNS *IDMappings
 	// JoinNS are namespaces (open ns files, a user namespace before the
 	// mount namespace it owns) that the process enters before its setup
@@ -146,7 +150,7 @@ func launch(o Options, pio *procIO, filter *seccompFilter) (pid, pidfd int, exit
 	if err != nil {
 		return 0, -1, nil, err
 	}
-	cfg := &childConfig{Root: o.Root, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
+	cfg := &childConfig{Root: o.Root, Enter: o.Enter, Process: o.Spec, CgroupNS: o.CgroupNS, Seccomp: filter}
 	cfg.NSMounts = o.NSMounts
 	var werr error
 	if o.inUserNS() {
@@ -182,8 +186,11 @@ func fork(o Options, pio *procIO, cfgR, errW *os.File) (int, int, <-chan unix.Wa
 	if o.NewPIDNamespace {
 		sys.Cloneflags |= unix.CLONE_NEWPID
 	}
+	if o.Enter == EnterPivot && len(o.JoinNS) == 0 {
+		sys.Cloneflags |= unix.CLONE_NEWNS
+	}
 	if o.UserNS != nil {
-		sys.Cloneflags |= unix.CLONE_NEWUSER | unix.CLONE_NEWNS
+		sys.Cloneflags |= unix.CLONE_NEWUSER
 		sys.UidMappings, sys.GidMappings = o.UserNS.UIDs, o.UserNS.GIDs
 		sys.GidMappingsEnableSetgroups = true
 		// The namespace's root, not the unmapped real root: execve keeps

@@ -181,6 +181,16 @@ func TestUserNamespace(t *testing.T) {
 	}
 }
 
+// TestNestedUserNamespace: a container may make a user namespace of its
+// own (rootless tools, sandboxes), which the kernel refuses to a process
+// that is chrooted rather than pivoted into its root.
+func TestNestedUserNamespace(t *testing.T) {
+	r := runCtr(t, nil, busybox, newID(t), "sh", "-c", "unshare -U true && echo nested-ok")
+	if r.Code != 0 || r.Stdout != "nested-ok\n" {
+		t.Fatalf("unshare -U in the container: %v", r)
+	}
+}
+
 func TestTaskMetrics(t *testing.T) {
 	id := newID(t)
 	runDetached(t, busybox, id, "sleep", "300")

@@ -3,10 +3,14 @@
 package roottest
 
 import (
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -54,4 +58,48 @@ func CgroupParent(t *testing.T) string {
 		}
 	}
 	return ""
+}
+
+// NSEnter builds agent/nsenter's msb-nsenter (as hack/install does for the
+// boot disk) once per test binary and returns its path. A process that
+// joins a container's mount namespace runs the test binary inside the
+// container's root, where a dynamic loader is not: without a static test
+// binary (CGO_ENABLED=0, as hack/test builds it) the test is skipped.
+func NSEnter(t *testing.T) string {
+	t.Helper()
+	if f, err := elf.Open("/proc/self/exe"); err == nil {
+		dynamic := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+		f.Close()
+		if dynamic {
+			t.Skip("SKIP: the test binary is dynamically linked; run with CGO_ENABLED=0")
+		}
+	}
+	nsenterOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "msb-nsenter-")
+		if err != nil {
+			nsenterErr = err
+			return
+		}
+		nsenterPath = filepath.Join(dir, "msb-nsenter")
+		src := filepath.Join(repoRoot(), "agent", "nsenter", "msb-nsenter.c")
+		if out, err := exec.Command("gcc", "-static", "-Os", "-Wall", "-Werror", "-o", nsenterPath, src).CombinedOutput(); err != nil {
+			nsenterErr = fmt.Errorf("build msb-nsenter: %v\n%s", err, out)
+		}
+	})
+	if nsenterErr != nil {
+		t.Fatal(nsenterErr)
+	}
+	return nsenterPath
+}
+
+var (
+	nsenterOnce sync.Once
+	nsenterPath string
+	nsenterErr  error
+)
+
+// repoRoot is the module's root, found from this file's directory.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
