@@ -5,9 +5,10 @@
  * more than one thread) nor, with its threads sharing one fs_struct, a mount
  * namespace; the Go runtime starts its threads before main. The agent forks
  * this single-threaded helper instead, for a process that must enter a
- * container's user and mount namespaces (an exec into a user-namespace
- * container, or a container that shares another's PID namespace and so its
- * user namespace). It keeps the setup stage's descriptors (0-2 stdio, 3 the
+ * container's namespaces: an exec (the container's mount namespace, and
+ * its user namespace when it has one), or the init of a user-namespace
+ * container that shares another's PID namespace and so its user namespace.
+ * It keeps the setup stage's descriptors (0-2 stdio, 3 the
  * config pipe, 4 the close-on-exec error pipe) and the pid, which the agent
  * already holds as a pidfd.
  *
