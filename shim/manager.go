@@ -218,7 +218,8 @@ func removeStaleSocket(ctx context.Context, bundle string) {
 	if json.Unmarshal(b, &boot) != nil || boot.Address == "" || cshim.CanConnect(boot.Address) {
 		return
 	}
-	if err := cshim.RemoveSocket(boot.Address); err != nil {
+	// Gone already when the shim exited cleanly: nothing to say then.
+	if err := cshim.RemoveSocket(boot.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -18,12 +19,29 @@ type container struct {
 	// poststart, poststop); nil when there are none.
 	hooks *specs.Hooks
 	init  *process
-	// stopWatch ends the container's event watchers (OOM).
+	// stopWatch ends the container's event watchers (OOM); watchDone is
+	// closed once they have returned.
 	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	mu    sync.Mutex
 	execs map[string]*process
 }
+
+// endWatch ends the event watchers once the container is gone from the
+// guest. The agent answers their pending calls then (not found), so they
+// are given a moment to return by themselves: a call cancelled here would
+// be answered on a stream the ttrpc client has dropped, which it logs as
+// an error.
+func (c *container) endWatch() {
+	select {
+	case <-c.watchDone:
+	case <-time.After(watchGrace):
+	}
+	c.stopWatch()
+}
+
+const watchGrace = time.Second
 
 func (c *container) process(execID string) (*process, error) {
 	if execID == "" {

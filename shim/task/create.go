@@ -86,12 +86,16 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 		hooks:       boot.guest.HostHooks,
 		init:        newProcess(r.ID, "", boot.guest.Spec.Process, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal}),
 		stopWatch:   stopWatch,
+		watchDone:   make(chan struct{}),
 		execs:       map[string]*process{},
 	}
 	s.mu.Lock()
 	s.containers[r.ID] = c
 	s.mu.Unlock()
-	go s.watchOOM(wctx, sb, r.ID)
+	go func() {
+		defer close(c.watchDone)
+		s.watchOOM(wctx, sb, r.ID)
+	}()
 	return c, nil
 }
 

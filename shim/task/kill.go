@@ -76,8 +76,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
-	c.stopWatch()
 	s.deleteInGuest(ctx, c)
+	c.endWatch()
 	sb, _ := s.currentSandbox()
 	if sb != nil && sb.bundle != c.bundle {
 		cleanupState(ctx, c.bundle) // a pod member's host mounts
