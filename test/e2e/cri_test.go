@@ -299,7 +299,10 @@ func TestCRIUserNamespace(t *testing.T) {
 	userns := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{
 		"userns_options": map[string]any{"mode": 0, "uids": idmap, "gids": idmap}}}} // POD
 	p := runPod(t, "e2e-userns-", map[string]any{"hostname": "e2e-userns", "linux": userns})
-	c1 := p.start(t, "c1", userns, "sh", "-c", "cat /proc/self/uid_map; id -u; exec sleep 100000")
+	// It serves HTTP on port 80: a user namespace's root binds it (CRI
+	// lets any user of the pod bind the low ports).
+	c1 := p.start(t, "c1", userns, "sh", "-c", "cat /proc/self/uid_map; id -u; mkdir /tmp/www; "+
+		"echo userns-http >/tmp/www/index.html; httpd -p 80 -h /tmp/www; exec sleep 100000")
 	if err := eventually(func() error {
 		l := crictl(t, "logs", c1)
 		if f := strings.Fields(l.Stdout); len(f) != 4 || f[0] != "0" || f[1] != "100000" || f[2] != "65536" || f[3] != "0" {
@@ -316,6 +319,7 @@ touch /made-by-root && stat -c '%u:%g' /made-by-root`
 	if got := strings.Fields(e.Stdout); !slices.Equal(got, want) {
 		t.Fatalf("exec in the user namespace: got %q, want %q\n%s", got, want, e)
 	}
+	checkPortForward(t, p.id, 80, "userns-http\n")
 	mustCrictl(t, "stop", c1)
 	mustCrictl(t, "rm", c1)
 	mustCrictl(t, "stopp", p.id)
