@@ -41,7 +41,7 @@ func Run() {
 	}
 	svc := service.New(service.Config{
 		Container: container.Config{
-			Planner:      mount.Planner{Disks: mount.GuestDisks, Userns: process.NewUserns},
+			Planner:      mount.Planner{Disks: mount.GuestDisks, Userns: process.UsernsFD},
 			CgroupParent: cgroups,
 			SetHostname:  true,
 			Sysctl:       "/proc/sys",

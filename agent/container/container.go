@@ -58,7 +58,7 @@ type Container struct {
 	pidNS   bool
 	pidJoin string
 	// userNS: the container has a user namespace with these mappings.
-	userNS *process.IDMappings
+	userNS *mount.IDMap
 	// mountNS: the container has a mount namespace of its own (its init's;
 	// always with a user namespace), rooted at its root.
 	mountNS  bool

@@ -3,6 +3,7 @@ package container
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -14,7 +15,7 @@ import (
 
 // userNamespace reads the spec's user namespace: its mappings when it
 // asks for one (always a new one: the host sends no path), nil otherwise.
-func userNamespace(s *specs.Spec) (*process.IDMappings, error) {
+func userNamespace(s *specs.Spec) (*mount.IDMap, error) {
 	if s.Linux == nil {
 		return nil, nil
 	}
@@ -33,11 +34,19 @@ func userNamespace(s *specs.Spec) (*process.IDMappings, error) {
 	if len(l.UIDMappings) == 0 || len(l.GIDMappings) == 0 {
 		return nil, fmt.Errorf("a user namespace needs uidMappings and gidMappings: %w", errdefs.ErrInvalidArgument)
 	}
-	m := process.MappingsFromSpec(l.UIDMappings, l.GIDMappings)
-	if _, _, err := (mount.IDMap{UIDs: m.UIDs, GIDs: m.GIDs}).Root(); err != nil {
+	m := mount.IDMap{UIDs: sysProcIDMaps(l.UIDMappings), GIDs: sysProcIDMaps(l.GIDMappings)}
+	if _, _, err := m.Root(); err != nil {
 		return nil, fmt.Errorf("user namespace: %w", err)
 	}
-	return m, nil
+	return &m, nil
+}
+
+func sysProcIDMaps(in []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, len(in))
+	for i, m := range in {
+		out[i] = syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)}
+	}
+	return out
 }
 
 // asRoot runs fn with the fs ids of the container's root when it has a
@@ -47,7 +56,7 @@ func (c *Container) asRoot(fn func() error) error {
 	if c.userNS == nil {
 		return fn()
 	}
-	uid, gid, err := (mount.IDMap{UIDs: c.userNS.UIDs, GIDs: c.userNS.GIDs}).Root()
+	uid, gid, err := c.userNS.Root()
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func usernsContainer(t *testing.T, cfg Config, id string, ns []specs.LinuxNamesp
 }
 
 func usernsConfig(t *testing.T) Config {
-	return Config{Planner: mount.Planner{Userns: process.NewUserns}, CgroupParent: cgroupParent(t), NSEnter: roottest.NSEnter(t)}
+	return Config{Planner: mount.Planner{Userns: process.UsernsFD}, CgroupParent: cgroupParent(t), NSEnter: roottest.NSEnter(t)}
 }
 
 // TestRootUserNamespace: the init is in a new user namespace with the

@@ -14,6 +14,8 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/msb-runtime/msb/agent/mount"
 )
 
 // DefaultDrainIdle is how long output may stay silent after a process
@@ -60,7 +62,7 @@ type Options struct {
 	// UserNS clones the process into a new user namespace with these
 	// mappings (an init's; with EnterPivot, the new mount namespace is
 	// the user namespace's).
-	UserNS *IDMappings
+	UserNS *mount.IDMap
 	// JoinNS are namespaces (open ns files, a user namespace before the
 	// mount namespace it owns) that the process enters before its setup
 	// stage, through msb-nsenter (NSEnter; "" is DefaultNSEnter), which

@@ -28,29 +28,13 @@ import (
 // DefaultNSEnter is msb-nsenter on the boot disk.
 const DefaultNSEnter = "/msb-nsenter"
 
-// IDMappings are a new user namespace's mappings.
-type IDMappings struct {
-	UIDs, GIDs []syscall.SysProcIDMap
-}
-
-// MappingsFromSpec converts runtime-spec mappings.
-func MappingsFromSpec(uids, gids []specs.LinuxIDMapping) *IDMappings {
-	conv := func(in []specs.LinuxIDMapping) []syscall.SysProcIDMap {
-		out := make([]syscall.SysProcIDMap, len(in))
-		for i, m := range in {
-			out[i] = syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)}
-		}
-		return out
-	}
-	return &IDMappings{UIDs: conv(uids), GIDs: conv(gids)}
-}
-
-// UsernsFD returns a user namespace with the given mappings, held by an
-// open ns/user file: a child is cloned into it, stopped by ptrace at its
-// execve before it runs anything, and killed once the file is open.
-func UsernsFD(uids, gids []syscall.SysProcIDMap) (*os.File, error) {
+// UsernsFD returns a user namespace with m's mappings, held by an open
+// ns/user file: a child is cloned into it, stopped by ptrace at its execve
+// before it runs anything, and killed once the file is open. It is the
+// agent's mount.Planner.Userns, for idmapped layers.
+func UsernsFD(m mount.IDMap) (*os.File, error) {
 	attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{
-		Cloneflags: unix.CLONE_NEWUSER, UidMappings: uids, GidMappings: gids,
+		Cloneflags: unix.CLONE_NEWUSER, UidMappings: m.UIDs, GidMappings: m.GIDs,
 		Ptrace: true, Pdeathsig: unix.SIGKILL,
 	}}
 	pid, exitCh, err := theReaper.fork(func() (int, error) {
@@ -67,9 +51,6 @@ func UsernsFD(uids, gids []syscall.SysProcIDMap) (*os.File, error) {
 	}
 	return f, nil
 }
-
-// NewUserns is UsernsFD for idmapped mounts (mount.Planner.Userns).
-func NewUserns(m mount.IDMap) (*os.File, error) { return UsernsFD(m.UIDs, m.GIDs) }
 
 // OpenNamespace opens the namespace of kind ("user", "mnt", "pid") of the
 // running process p. A process that has exited fails with
