@@ -212,15 +212,22 @@ func checkIDMappings(ids []specs.LinuxIDMapping) error {
 	if len(ids) > 340 { // the kernel's limit on uid_map lines
 		return fmt.Errorf("%d mappings, at most 340: %w", len(ids), errdefs.ErrInvalidArgument)
 	}
-	root := false
+	if err := checkIDRanges(ids); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(ids, func(m specs.LinuxIDMapping) bool { return m.ContainerID == 0 }) {
+		return fmt.Errorf("id 0 (the container's root) is not mapped: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkIDRanges refuses an empty mapping and one that runs past the
+// 32-bit id space.
+func checkIDRanges(ids []specs.LinuxIDMapping) error {
 	for _, m := range ids {
 		if m.Size == 0 || uint64(m.ContainerID)+uint64(m.Size) > 1<<32 || uint64(m.HostID)+uint64(m.Size) > 1<<32 {
 			return fmt.Errorf("mapping %d:%d:%d is empty or out of range: %w", m.ContainerID, m.HostID, m.Size, errdefs.ErrInvalidArgument)
 		}
-		root = root || m.ContainerID == 0
-	}
-	if !root {
-		return fmt.Errorf("id 0 (the container's root) is not mapped: %w", errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -589,10 +596,8 @@ func takeMountIDMap(where string, m *specs.Mount, l *specs.Linux) (idMap, error)
 		return idMap{}, fmt.Errorf("%s: an idmapped mount needs uid and gid mappings: %w", where, errdefs.ErrInvalidArgument)
 	}
 	for _, ids := range [][]specs.LinuxIDMapping{uids, gids} {
-		for _, id := range ids {
-			if id.Size == 0 || uint64(id.ContainerID)+uint64(id.Size) > 1<<32 || uint64(id.HostID)+uint64(id.Size) > 1<<32 {
-				return idMap{}, fmt.Errorf("%s: mapping %d:%d:%d is empty or out of range: %w", where, id.ContainerID, id.HostID, id.Size, errdefs.ErrInvalidArgument)
-			}
+		if err := checkIDRanges(ids); err != nil {
+			return idMap{}, fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	m.Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "idmap" || o == "ridmap" })
