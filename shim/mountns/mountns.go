@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,16 +38,18 @@ var host *os.File
 // server started by hand, or in the host's namespace) Clone works in the
 // current namespace.
 func Setup() error {
-	if link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", HostFD)); err != nil || !strings.HasPrefix(link, "mnt:[") {
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", HostFD))
+	if err != nil || !strings.HasPrefix(link, "mnt:[") {
 		return nil
 	}
 	unix.CloseOnExec(HostFD) // not for the VMM or virtiofsd
 	f := os.NewFile(HostFD, "host-mnt-ns")
 	self, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
+		f.Close()
 		return fmt.Errorf("own mount namespace: %w", err)
 	}
-	if hl, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", HostFD)); hl == self {
+	if link == self {
 		f.Close() // not in a namespace of its own
 		return nil
 	}
@@ -139,32 +142,17 @@ type Submount struct {
 // Submounts lists the mounts below dir in the shim's namespace, parents
 // first.
 func Submounts(dir string) ([]Submount, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return nil, err
 	}
 	var subs []Submount
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options ...
-		f := strings.Fields(line)
-		if len(f) < 6 {
-			continue
-		}
-		rel, ok := strings.CutPrefix(unescapeMountinfo(f[4]), dir+"/")
+	for _, m := range infos {
+		rel, ok := strings.CutPrefix(m.Mountpoint, dir+"/")
 		if !ok || rel == "" {
 			continue
 		}
-		subs = append(subs, Submount{Rel: rel, ReadOnly: slices.Contains(strings.Split(f[5], ","), "ro")})
+		subs = append(subs, Submount{Rel: rel, ReadOnly: slices.Contains(strings.Split(m.Options, ","), "ro")})
 	}
 	return subs, nil
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (space, tab, newline,
-// backslash).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
