@@ -1,8 +1,6 @@
 package oci
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -17,13 +15,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/msb-runtime/msb/agent/api"
-	"github.com/msb-runtime/msb/rootfs"
-	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/share"
 )
-
-// MinRootDisks is what a root on disks needs at least (the ext4 upper and
-// one layer, flattened if need be): the default share budget leaves it.
-const MinRootDisks = 2
 
 // GuestOptions say where the container lives in the guest.
 type GuestOptions struct {
@@ -31,10 +24,6 @@ type GuestOptions struct {
 	ContainerID string
 	// Root is the guest root, rootfs.RootPath(ContainerID).
 	Root string
-	// MaxShares is how many virtio-fs shares the bind mounts may use; 0
-	// means vm.MaxDisks - MinRootDisks. The rest of vm.MaxDisks is for the
-	// root: pass vm.MaxDisks - len(Guest.Shares) to rootfs.Prepare.
-	MaxShares int
 	// PodSandboxID is the CRI pod sandbox of a container whose pod runs
 	// in one VM ("" for none): paths to the sandbox's IPC and UTS
 	// namespaces then name what the guest's containers share already and
@@ -48,11 +37,11 @@ type Guest struct {
 	// Spec is a rewritten copy of the spec for the agent
 	// (CreateContainerRequest.spec, as JSON).
 	Spec *specs.Spec
-	// Shares are virtio-fs shares of host directories for vm.Spec.Shares.
-	Shares []vm.Share
-	// Mounts mount the shares in the guest: put them before the rootfs
-	// plan in CreateContainerRequest.rootfs.
-	Mounts []*api.Mount
+	// Exports are the host files and directories the spec binds, one per
+	// bind mount (named share.BindName(i) for spec mount i): the shim binds
+	// them into the VM's share, and the guest spec's bind sources name them
+	// there.
+	Exports []share.Export
 	// NetNS is the host network namespace the container asked to join
 	// ("" for none); the guest spec has no network namespace entry then, so
 	// the container uses the VM's.
@@ -65,9 +54,6 @@ type Guest struct {
 	Warnings []string
 }
 
-// SharesDir is where the guest mounts container id's virtio-fs shares.
-func SharesDir(id string) string { return path.Join(rootfs.GuestDir(id), "shares") }
-
 // GuestSpec rewrites spec for the guest; see the package documentation for
 // what is translated, refused or dropped. spec itself is not changed.
 func GuestSpec(spec *specs.Spec, opts GuestOptions) (*Guest, error) {
@@ -79,9 +65,6 @@ func GuestSpec(spec *specs.Spec, opts GuestOptions) (*Guest, error) {
 	}
 	if !path.IsAbs(opts.Root) {
 		return nil, fmt.Errorf("guest root %q is not an absolute path: %w", opts.Root, errdefs.ErrInvalidArgument)
-	}
-	if opts.MaxShares == 0 {
-		opts.MaxShares = vm.MaxDisks - MinRootDisks
 	}
 	if err := Process(spec.Process); err != nil {
 		return nil, err
@@ -275,14 +258,8 @@ func (g *Guest) linux(podSandbox string) error {
 		}
 	}
 	l.Namespaces = ns
-	for _, d := range l.Devices {
-		if d.Type == "p" {
-			continue
-		}
-		if _, ok := guestDevices[[2]int64{d.Major, d.Minor}]; !ok || (d.Type != "c" && d.Type != "u") {
-			return fmt.Errorf("host device %s (%s %d:%d) cannot be passed into the VM (it has only %s): %w",
-				d.Path, d.Type, d.Major, d.Minor, strings.Join(sortedValues(guestDevices), ", "), errdefs.ErrNotImplemented)
-		}
+	if err := g.devices(l); err != nil {
+		return err
 	}
 	if r := l.Resources; r != nil {
 		if r.CPU != nil && (r.CPU.Cpus != "" || r.CPU.Mems != "") {
@@ -301,6 +278,61 @@ func (g *Guest) linux(podSandbox string) error {
 		}
 	}
 	return nil
+}
+
+// devices keeps the spec's devices that the VM has. A privileged container
+// (CRI's and ctr's privileged: every device allowed, CAP_SYS_ADMIN) gets the
+// host's whole /dev listed by containerd, unless the runtime handler sets
+// privileged_without_host_devices; in a VM privileged means the VM's own
+// devices, so the host's that the VM lacks are dropped with one warning.
+// For any other container such a device is an error: it asked for a device
+// it cannot have.
+func (g *Guest) devices(l *specs.Linux) error {
+	privileged := allDevicesAllowed(l.Resources) && hasCapability(g.Spec.Process, "CAP_SYS_ADMIN")
+	var kept []specs.LinuxDevice
+	var dropped []string
+	for _, d := range l.Devices {
+		_, known := guestDevices[[2]int64{d.Major, d.Minor}]
+		switch {
+		case d.Type == "p" || known && (d.Type == "c" || d.Type == "u"):
+			kept = append(kept, d)
+		case privileged:
+			dropped = append(dropped, d.Path)
+		default:
+			return fmt.Errorf("host device %s (%s %d:%d) cannot be passed into the VM (it has only %s): %w",
+				d.Path, d.Type, d.Major, d.Minor, strings.Join(sortedValues(guestDevices), ", "), errdefs.ErrNotImplemented)
+		}
+	}
+	if len(dropped) > 0 {
+		g.warnf("privileged container: %d host devices the VM does not have are not passed into it (%s); "+
+			"it gets the VM's own devices (set privileged_without_host_devices = true on the runtime handler "+
+			"to stop containerd listing them)", len(dropped), strings.Join(dropped, " "))
+	}
+	l.Devices = kept
+	return nil
+}
+
+// allDevicesAllowed says whether the device rules let the container use
+// every device (the last rule for all devices allows rwm, none after it
+// denies one).
+func allDevicesAllowed(r *specs.LinuxResources) bool {
+	if r == nil {
+		return false
+	}
+	all := false
+	for _, d := range r.Devices {
+		switch {
+		case (d.Type == "" || d.Type == "a") && d.Major == nil && d.Minor == nil:
+			all = d.Allow && strings.ContainsRune(d.Access, 'r') && strings.ContainsRune(d.Access, 'w') && strings.ContainsRune(d.Access, 'm')
+		case !d.Allow:
+			all = false
+		}
+	}
+	return all
+}
+
+func hasCapability(p *specs.Process, c string) bool {
+	return p != nil && p.Capabilities != nil && slices.Contains(p.Capabilities.Bounding, c)
 }
 
 func sortedValues(m map[[2]int64]string) []string {
@@ -349,34 +381,8 @@ func bindReadOnly(opts []string) bool {
 	return ro
 }
 
-// bind is one bind mount of the spec, resolved on the host.
-type bind struct {
-	index int    // in spec.Mounts
-	dir   string // host directory to share
-	rel   string // the source below dir ("" for dir itself)
-	ro    bool
-	rro   bool // read-only all the way down; a plain "ro" is the top mount only
-	idmap idMap
-	slave bool // rslave: the host's later mounts below it reach it
-}
-
-// idMap is an idmapped bind's mappings in containerd's form; zero for none.
-type idMap struct{ uids, gids string }
-
-// share is one virtio-fs share and the binds it serves.
-type share struct {
-	dir   string
-	ro    bool
-	rro   bool // read-only, and recursively: some bind asked for "rro"
-	idmap idMap
-	slave bool
-	tag   string
-	first int // first spec mount using it, for a stable order
-}
-
 func (g *Guest) mounts(opts GuestOptions) error {
 	s := g.Spec
-	var binds []*bind
 	for i, m := range s.Mounts {
 		where := fmt.Sprintf("mount %d (%s on %s)", i, m.Type, m.Destination)
 		if !path.IsAbs(m.Destination) {
@@ -394,186 +400,64 @@ func (g *Guest) mounts(opts GuestOptions) error {
 			}
 			continue
 		}
-		b, err := resolveBind(where, i, m)
+		e, err := bindExport(where, i, m)
 		if err != nil {
 			return err
 		}
-		b.idmap = idm
-		binds = append(binds, b)
-	}
-	shares, byBind := planShares(binds)
-	if len(shares) > opts.MaxShares {
-		var dirs []string
-		for _, sh := range shares {
-			dirs = append(dirs, sh.dir)
-		}
-		return fmt.Errorf("the bind mounts need %d virtio-fs shares (%s), more than the %d the VM has room for "+
-			"(vm.MaxDisks %d, of which the root needs %d): %w", len(shares), strings.Join(dirs, ", "),
-			opts.MaxShares, vm.MaxDisks, MinRootDisks, errdefs.ErrResourceExhausted)
-	}
-	base := SharesDir(opts.ContainerID)
-	for _, sh := range shares {
-		// A share read-only at the top only is mounted writable: the host's
-		// writable submounts below it must stay writable (the binds from
-		// it are read-only in the guest, and its top on the host).
-		mode := "rw"
-		if sh.rro {
-			mode = "ro"
-		}
-		g.Shares = append(g.Shares, vm.Share{Tag: sh.tag, Path: sh.dir, ReadOnly: sh.rro, ReadOnlyTop: sh.ro && !sh.rro,
-			UIDMap: sh.idmap.uids, GIDMap: sh.idmap.gids, FollowHost: sh.slave})
-		g.Mounts = append(g.Mounts, &api.Mount{Type: "virtiofs", Source: sh.tag, Target: path.Join(base, sh.tag), Options: []string{mode}})
-	}
-	for _, b := range binds {
-		sh := byBind[b]
-		rel, err := filepath.Rel(sh.dir, filepath.Join(b.dir, b.rel))
-		if err != nil {
-			return err
-		}
-		s.Mounts[b.index].Source = path.Join(base, sh.tag, filepath.ToSlash(rel))
+		e.UIDMap, e.GIDMap = idm.uids, idm.gids
+		g.Exports = append(g.Exports, e)
+		s.Mounts[i].Source = share.GuestPath(opts.ContainerID, e.Name)
 	}
 	return nil
 }
 
-func resolveBind(where string, i int, m specs.Mount) (*bind, error) {
+// bindExport checks bind mount i and returns what the shim must export for
+// it: exactly its source, a file or a directory, read-only as it says.
+func bindExport(where string, i int, m specs.Mount) (share.Export, error) {
 	for _, o := range m.Options {
 		switch {
 		case o == "shared" || o == "rshared":
-			return nil, fmt.Errorf("%s: %s propagation would have to reach the host, which a virtio-fs share cannot do: %w",
+			return share.Export{}, fmt.Errorf("%s: %s propagation would have to reach the host, which a virtio-fs share cannot do: %w",
 				where, o, errdefs.ErrNotImplemented)
 		case !bindOptions[o]:
-			return nil, fmt.Errorf("%s: bind option %q cannot be honoured in the VM: %w", where, o, errdefs.ErrNotImplemented)
+			return share.Export{}, fmt.Errorf("%s: bind option %q cannot be honoured in the VM: %w", where, o, errdefs.ErrNotImplemented)
 		}
 	}
 	if !filepath.IsAbs(m.Source) {
-		return nil, fmt.Errorf("%s: bind source %q is not an absolute host path: %w", where, m.Source, errdefs.ErrInvalidArgument)
+		return share.Export{}, fmt.Errorf("%s: bind source %q is not an absolute host path: %w", where, m.Source, errdefs.ErrInvalidArgument)
 	}
 	src, err := filepath.EvalSymlinks(m.Source)
 	if err != nil {
-		return nil, fmt.Errorf("%s: bind source: %w: %w", where, err, errdefs.ErrNotFound)
+		return share.Export{}, fmt.Errorf("%s: bind source: %w: %w", where, err, errdefs.ErrNotFound)
 	}
 	st, err := os.Stat(src)
 	if err != nil {
-		return nil, fmt.Errorf("%s: bind source: %w", where, err)
+		return share.Export{}, fmt.Errorf("%s: bind source: %w", where, err)
 	}
-	b := &bind{index: i, ro: bindReadOnly(m.Options), rro: slices.Contains(m.Options, "rro"),
-		slave: slices.Contains(m.Options, "rslave") || slices.Contains(m.Options, "slave")}
-	switch t := st.Mode().Type(); {
-	case st.IsDir():
-		b.dir = src
-	case st.Mode().IsRegular():
-		b.dir, b.rel = filepath.Dir(src), filepath.Base(src)
-	default:
+	if t := st.Mode().Type(); !st.IsDir() && !st.Mode().IsRegular() {
 		what := map[os.FileMode]string{os.ModeSocket: "a socket", os.ModeNamedPipe: "a FIFO",
 			os.ModeDevice: "a block device", os.ModeDevice | os.ModeCharDevice: "a character device"}[t]
 		if what == "" {
 			what = t.String()
 		}
-		return nil, fmt.Errorf("%s: bind source %s is %s, which a virtio-fs share cannot carry into the VM "+
+		return share.Export{}, fmt.Errorf("%s: bind source %s is %s, which a virtio-fs share cannot carry into the VM "+
 			"(devices go in linux.devices): %w", where, src, what, errdefs.ErrNotImplemented)
 	}
-	return b, nil
+	e := share.Export{
+		Name:   share.BindName(i),
+		Source: src,
+		Dir:    st.IsDir(),
+		// A plain "bind" is the directory alone, as runc makes it.
+		Recursive:         st.IsDir() && (m.Type == "rbind" || slices.Contains(m.Options, "rbind")),
+		ReadOnly:          bindReadOnly(m.Options),
+		RecursiveReadOnly: slices.Contains(m.Options, "rro"),
+		FollowHost:        slices.Contains(m.Options, "rslave") || slices.Contains(m.Options, "slave"),
+	}
+	return e, e.Validate()
 }
 
-// planShares picks one share per distinct host directory, folding a
-// directory into a shared ancestor unless it needs write access to a
-// read-only share.
-func planShares(binds []*bind) ([]*share, map[*bind]*share) {
-	// Binds that see the host differently (idmapped, following the
-	// host's mounts) never share.
-	type key struct {
-		dir   string
-		idmap idMap
-		slave bool
-	}
-	type dirUse struct {
-		key
-		ro, rro bool
-		first   int
-		binds   []*bind
-	}
-	uses := map[key]*dirUse{}
-	for _, b := range binds {
-		k := key{b.dir, b.idmap, b.slave}
-		u := uses[k]
-		if u == nil {
-			u = &dirUse{key: k, ro: true, first: b.index}
-			uses[k] = u
-		}
-		u.ro = u.ro && b.ro
-		u.rro = u.rro || b.rro
-		u.binds = append(u.binds, b)
-	}
-	var dirs []*dirUse
-	for _, u := range uses {
-		dirs = append(dirs, u)
-	}
-	// Ancestors first.
-	sort.Slice(dirs, func(i, j int) bool {
-		if len(dirs[i].dir) != len(dirs[j].dir) {
-			return len(dirs[i].dir) < len(dirs[j].dir)
-		}
-		return dirs[i].dir < dirs[j].dir
-	})
-	var shares []*share
-	byBind := map[*bind]*share{}
-	for _, u := range dirs {
-		var into *share
-		for _, sh := range shares {
-			if within(u.dir, sh.dir) && (!sh.ro || u.ro) && sh.idmap == u.idmap && sh.slave == u.slave {
-				into = sh
-				break
-			}
-		}
-		if into == nil {
-			into = &share{dir: u.dir, ro: u.ro, rro: u.ro && u.rro, idmap: u.idmap, slave: u.slave,
-				tag: shareTag(u.dir, u.ro, u.idmap, u.slave), first: u.first}
-			shares = append(shares, into)
-		}
-		into.first = min(into.first, u.first)
-		for _, b := range u.binds {
-			byBind[b] = into
-		}
-	}
-	sort.SliceStable(shares, func(i, j int) bool { return shares[i].first < shares[j].first })
-	return shares, byBind
-}
-
-func within(dir, parent string) bool {
-	return dir == parent || parent == "/" || strings.HasPrefix(dir, parent+"/")
-}
-
-// shareTag is "<base>-<hash>": see the package documentation.
-func shareTag(dir string, ro bool, idmap idMap, slave bool) string {
-	mode := "rw"
-	if ro {
-		mode = "ro"
-	}
-	key := dir + "\x00" + mode
-	if idmap != (idMap{}) {
-		key += "\x00" + idmap.uids + "\x00" + idmap.gids
-	}
-	if slave {
-		key += "\x00slave"
-	}
-	sum := sha256.Sum256([]byte(key))
-	base := []byte(filepath.Base(dir))
-	if dir == "/" {
-		base = []byte("root")
-	}
-	if len(base) > 12 {
-		base = base[:12]
-	}
-	for i, c := range base {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			base[i] = '_'
-		}
-	}
-	if c := base[0]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-		base = append([]byte("s"), base...)
-	}
-	return string(base) + "-" + hex.EncodeToString(sum[:6])
-}
+// idMap is an idmapped bind's mappings in containerd's form; zero for none.
+type idMap struct{ uids, gids string }
 
 // takeMountIDMap takes an idmapped bind's mappings (its uidMappings and
 // gidMappings, or with the "idmap"/"ridmap" option and none, the

@@ -1,7 +1,7 @@
 // Package oci reads a bundle's OCI runtime spec and turns it into what the
 // VM needs: its size (VMSize), the spec the guest runs (GuestSpec: host
-// paths replaced by guest ones, host bind mounts turned into virtio-fs
-// shares), and checks on a process (Process).
+// paths replaced by guest ones, host bind mounts turned into exports of the
+// VM's share), and checks on a process (Process).
 //
 // # What crosses into the VM, and what cannot
 //
@@ -11,16 +11,16 @@
 // dropped with a Warning. Nothing is dropped silently.
 //
 //   - root.path: replaced by the guest root (rootfs.RootPath).
-//   - mounts: bind mounts of host directories and files become virtio-fs
-//     shares (below); proc, sysfs, devpts, tmpfs, mqueue, cgroup and cgroup2
+//   - mounts: bind mounts of host directories and files become exports of
+//     the VM's share (below); proc, sysfs, devpts, tmpfs, mqueue, cgroup and cgroup2
 //     pass through. Any other type, a bind of a host socket, FIFO or device
 //     node, an idmapped mount that is not a bind and "shared"/"rshared"
 //     propagation (which would have to reach the host) are errors.
 //     private/slave/unbindable propagation passes through: it then only
 //     relates guest mounts, which is all a VM can offer. An idmapped bind
 //     (uidMappings/gidMappings, or "idmap"/"ridmap" with the container's
-//     mappings) gets a share of its own that the shim serves through an
-//     idmapped mount on the host; the guest binds it plainly.
+//     mappings) is exported through an idmapped mount on the host; the
+//     guest binds it plainly.
 //   - linux.namespaces with a path: the network namespace is taken out of
 //     the guest spec and returned as Guest.NetNS (the container runs in the
 //     VM's network namespace; wiring the VM to that host namespace is the
@@ -39,38 +39,27 @@
 //     an error.
 //   - linux.devices: only the devices every Linux guest has with the same
 //     numbers pass (null, zero, full, random, urandom, tty, console, ptmx,
-//     net/tun, fuse); any other host device is an error.
+//     net/tun, fuse); any other host device is an error, except in a
+//     privileged container (every device allowed, CAP_SYS_ADMIN), where
+//     privileged means the VM's own devices: the host's are dropped with a
+//     Warning.
 //   - linux.resources: cpu.cpus and cpu.mems name host CPUs and NUMA nodes
 //     (the VM is sized from them instead; VMSize) and blockIO per-device
 //     rules name host devices: they are dropped with a Warning. The rest
 //     passes through to the guest's cgroups.
 //   - linux.intelRdt, and the windows, solaris, vm and zos sections: errors.
 //
-// # Shares (the convention msb-agent implements)
+// # Binds (the convention msb-agent implements)
 //
-// Every host directory a bind mount needs is one virtio-fs share:
-//
-//   - a directory bind shares the directory; a file bind shares the file's
-//     parent directory and binds the file inside it (the guest can see the
-//     file's siblings, read-only when every bind of that directory is);
-//   - symlinks in the source are resolved on the host first;
-//   - one share per distinct host directory; a directory inside another
-//     shared one reuses that share unless it would need write access to a
-//     read-only share; a share is read-only when every bind using it is;
-//   - the tag is "<base>-<hash>": up to 12 bytes of the directory's base
-//     name (other bytes than [A-Za-z0-9._-] become '_') and 12 hex digits of
-//     sha256("<dir>\x00ro" or "<dir>\x00rw"), with an "s" in front when the
-//     name does not start with a letter or digit: deterministic, at most 26
-//     bytes, [A-Za-z0-9._-].
-//
-// The guest mounts share <tag> at /run/msb/c/<id>/shares/<tag> (rootfs.GuestDir
-// + "/shares/<tag>"). GuestSpec returns those mounts as agent mount plan
-// steps, Guest.Mounts ({type: virtiofs, source: <tag>, target:
-// .../shares/<tag>, options: [ro|rw]}); the shim puts them in front of the
-// rootfs plan (CreateContainerRequest.rootfs = Guest.Mounts +
-// rootfs.Plan.Mounts), so the root stays the last target and the agent needs
-// nothing beyond the plan it already runs. The guest spec's bind mounts then
-// have sources under those directories, and the spec stays a plain OCI spec.
+// Each bind mount i of the spec is one export, share.BindName(i), of exactly
+// its source (package share): a file bind exports that file, never its
+// directory; a directory bind the directory, with its submounts for
+// "rbind"; read-only as the bind's "ro"/"rro" say; symlinks in the source are
+// resolved on the host first. The shim binds each export into the VM's share
+// on the host, read-only there too, so a hostile guest cannot write through
+// it whatever it mounts. The guest spec's bind source becomes the export's
+// guest path (share.GuestPath) and keeps its options, so the spec stays a
+// plain OCI spec and the agent binds it like any other.
 package oci
 
 import (

@@ -2,12 +2,13 @@ package oci
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,8 +140,6 @@ func baseSpec() *specs.Spec {
 	}
 }
 
-var tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 func TestGuestSpecPassThrough(t *testing.T) {
 	s := baseSpec()
 	orig, _ := json.Marshal(s)
@@ -151,8 +150,8 @@ func TestGuestSpecPassThrough(t *testing.T) {
 	if g.Spec.Root.Path != root || !g.Spec.Root.Readonly {
 		t.Errorf("root %+v", g.Spec.Root)
 	}
-	if !reflect.DeepEqual(g.Spec.Mounts, s.Mounts) || len(g.Shares) != 0 || len(g.Mounts) != 0 || len(g.Warnings) != 0 {
-		t.Errorf("pass-through mounts changed: %+v / %+v / %v", g.Spec.Mounts, g.Shares, g.Warnings)
+	if !reflect.DeepEqual(g.Spec.Mounts, s.Mounts) || len(g.Exports) != 0 || len(g.Warnings) != 0 {
+		t.Errorf("pass-through mounts changed: %+v / %+v / %v", g.Spec.Mounts, g.Exports, g.Warnings)
 	}
 	if after, _ := json.Marshal(s); string(after) != string(orig) {
 		t.Errorf("GuestSpec changed its input")
@@ -194,79 +193,63 @@ func TestGuestSpecBinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Shares: the sandbox dir (rw: /etc/hosts is rw), data (rw; sub folds
-	// in), ro (ro), ro/inner (rw, cannot fold into a ro share).
-	var dirs []string
-	for _, sh := range g.Shares {
-		mode := map[bool]string{true: ":ro", false: ":rw"}[sh.ReadOnly]
-		if sh.ReadOnlyTop {
-			mode = ":ro-top"
-		}
-		dirs = append(dirs, sh.Path+mode)
-		if !tagRE.MatchString(sh.Tag) || len(sh.Tag) > 36 {
-			t.Errorf("tag %q is invalid", sh.Tag)
-		}
+	// One export per bind: a file bind is that file, never its directory;
+	// each keeps its own read-only flag, nested or not.
+	type exp struct {
+		src           string
+		dir, rec, ro  bool
+		rro, followed bool
 	}
-	// ro's binds are read-only at the top only ("ro", not "rro").
-	want := []string{sandbox + ":rw", data + ":rw", ro + ":ro-top", roSub + ":rw"}
-	if !reflect.DeepEqual(dirs, want) {
-		t.Errorf("shares %v, want %v", dirs, want)
+	want := []exp{
+		{filepath.Join(sandbox, "hosts"), false, false, false, false, false},
+		{filepath.Join(sandbox, "resolv.conf"), false, false, true, false, false},
+		{filepath.Join(sandbox, "hostname"), false, false, true, false, false},
+		{data, true, true, false, false, false},
+		{sub, true, true, true, false, false},
+		{data, true, true, false, false, false},
+		{ro, true, true, true, false, false},
+		{roSub, true, true, false, false, true},
 	}
-	sd := SharesDir(id)
-	if sd != "/run/msb/c/"+id+"/shares" {
-		t.Errorf("shares dir %s", sd)
+	if len(g.Exports) != len(want) {
+		t.Fatalf("exports %+v, want %d", g.Exports, len(want))
 	}
-	for i, m := range g.Mounts {
-		sh := g.Shares[i]
-		mode := map[bool]string{true: "ro", false: "rw"}[sh.ReadOnly]
-		if m.Type != "virtiofs" || m.Source != sh.Tag || m.Target != sd+"/"+sh.Tag || !reflect.DeepEqual(m.Options, []string{mode}) {
-			t.Errorf("share mount %d: %+v", i, m)
+	for i, e := range g.Exports {
+		got := exp{e.Source, e.Dir, e.Recursive, e.ReadOnly, e.RecursiveReadOnly, e.FollowHost}
+		if got != want[i] || e.Name != fmt.Sprintf("m%d", 6+i) || e.Own || e.Validate() != nil {
+			t.Errorf("export %d: %+v, want %+v", i, e, want[i])
 		}
 	}
-	tag := func(i int) string { return sd + "/" + g.Shares[i].Tag }
 	gm := g.Spec.Mounts[6:]
-	for i, wantSrc := range []string{
-		tag(0) + "/hosts", tag(0) + "/resolv.conf", tag(0) + "/hostname",
-		tag(1), tag(1) + "/sub", tag(1), tag(2), tag(3),
-	} {
-		if gm[i].Source != wantSrc {
+	for i := range gm {
+		if wantSrc := "/run/msb/share/" + id + "/m" + strconv.Itoa(6+i); gm[i].Source != wantSrc {
 			t.Errorf("bind %s: source %s, want %s", gm[i].Destination, gm[i].Source, wantSrc)
 		}
 		if !reflect.DeepEqual(gm[i].Options, s.Mounts[6+i].Options) || gm[i].Destination != s.Mounts[6+i].Destination {
 			t.Errorf("bind %s: options or destination changed: %+v", gm[i].Destination, gm[i])
 		}
 	}
-	// "rro" makes a share read-only all the way down.
+	// "rro" makes an export read-only all the way down; a plain "bind" of
+	// a directory leaves its submounts out.
 	s2 := baseSpec()
-	s2.Mounts = append(s2.Mounts, specs.Mount{Destination: "/rro", Type: "bind", Source: ro, Options: []string{"rbind", "ro", "rro"}})
-	if g2, err := GuestSpec(s2, GuestOptions{ContainerID: id, Root: root}); err != nil || !g2.Shares[0].ReadOnly || g2.Shares[0].ReadOnlyTop {
-		t.Errorf("rro share: %+v, %v", g2.Shares, err)
+	s2.Mounts = append(s2.Mounts, specs.Mount{Destination: "/rro", Type: "bind", Source: ro, Options: []string{"rbind", "ro", "rro"}},
+		specs.Mount{Destination: "/flat", Type: "bind", Source: ro, Options: []string{"bind"}})
+	g2, err := GuestSpec(s2, GuestOptions{ContainerID: id, Root: root})
+	if err != nil || !g2.Exports[0].RecursiveReadOnly || g2.Exports[0].Writable() || g2.Exports[1].Recursive || !g2.Exports[1].Writable() {
+		t.Errorf("rro and plain binds: %+v, %v", g2.Exports, err)
 	}
-	// Deterministic tags.
-	g2, _ := GuestSpec(s, GuestOptions{ContainerID: id, Root: root})
-	if !reflect.DeepEqual(g.Shares, g2.Shares) {
-		t.Errorf("tags are not deterministic")
+	// Any number of binds: they cost the VM no device.
+	s3 := baseSpec()
+	for i := range 40 {
+		s3.Mounts = append(s3.Mounts, specs.Mount{Destination: fmt.Sprintf("/b%d", i), Type: "bind", Source: data, Options: []string{"rbind"}})
 	}
-	if shareTag(data, true, idMap{}, false) == shareTag(data, false, idMap{}, false) {
-		t.Errorf("ro and rw shares of one dir share a tag")
-	}
-	if tg := shareTag("/", true, idMap{}, false); !strings.HasPrefix(tg, "root-") {
-		t.Errorf("tag of / %q", tg)
-	}
-	if tg := shareTag("/x/.hidden dir with a very long name", false, idMap{}, false); !tagRE.MatchString(tg) || len(tg) > 36 || !strings.HasPrefix(tg, "s.hidden_dir_") {
-		t.Errorf("tag %q", tg)
-	}
-	// The shares fit a VM with the root's disks.
-	spec := vm.Spec{VCPUs: 1, MemoryMiB: 256, BootDisk: "/b", AgentSocket: "/a", ConsoleLog: "/c", Shares: g.Shares,
-		Disks: []vm.Disk{{ID: "c1-rw", Path: "/x", Format: "raw"}, {ID: "c1-l1", Path: "/y", Format: "raw", ReadOnly: true}}}
-	if err := spec.Validate(); err != nil {
-		t.Errorf("vm spec: %v", err)
+	if g3, err := GuestSpec(s3, GuestOptions{ContainerID: id, Root: root}); err != nil || len(g3.Exports) != 40 {
+		t.Errorf("40 binds: %v", err)
 	}
 }
 
 // TestGuestSpecIDMappedBinds: an idmapped bind (CRI's for a user-namespace
-// pod) gets a share of its own, served through an idmapped mount, and the
-// guest binds it plainly; "idmap" without mappings takes the container's.
+// pod) is exported through an idmapped mount, and the guest binds it
+// plainly; "idmap" without mappings takes the container's.
 func TestGuestSpecIDMappedBinds(t *testing.T) {
 	host := t.TempDir()
 	idm := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
@@ -282,20 +265,16 @@ func TestGuestSpecIDMappedBinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The read-only idmapped bind folds into the writable idmapped share.
-	if len(g.Shares) != 2 {
-		t.Fatalf("shares %+v, want a plain and an idmapped one", g.Shares)
+	if len(g.Exports) != 3 {
+		t.Fatalf("exports %+v, want a plain and two idmapped ones", g.Exports)
 	}
-	if sh := g.Shares[0]; sh.UIDMap != "" || sh.GIDMap != "" {
-		t.Errorf("plain share %+v", sh)
+	if e := g.Exports[0]; e.UIDMap != "" || e.GIDMap != "" {
+		t.Errorf("plain export %+v", e)
 	}
-	for _, sh := range g.Shares[1:] {
-		if sh.UIDMap != "0:1000:65536" || sh.GIDMap != "0:1000:65536" || sh.Path != host {
-			t.Errorf("idmapped share %+v", sh)
+	for _, e := range g.Exports[1:] {
+		if e.UIDMap != "0:1000:65536" || e.GIDMap != "0:1000:65536" || e.Source != host {
+			t.Errorf("idmapped export %+v", e)
 		}
-	}
-	if g.Shares[1].Tag == g.Shares[0].Tag {
-		t.Errorf("shares %+v", g.Shares)
 	}
 	for _, m := range g.Spec.Mounts[len(g.Spec.Mounts)-2:] {
 		if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 || slices.Contains(m.Options, "idmap") {
@@ -370,13 +349,6 @@ func TestGuestSpecErrors(t *testing.T) {
 		{"netDevices", func(s *specs.Spec) { s.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth1": {}} }, errdefs.IsNotImplemented, "netDevices"},
 		{"vm section", func(s *specs.Spec) { s.VM = &specs.VM{} }, errdefs.IsNotImplemented, "vm section"},
 		{"windows section", func(s *specs.Spec) { s.Windows = &specs.Windows{} }, errdefs.IsNotImplemented, "windows"},
-		{"too many shares", func(s *specs.Spec) {
-			for i := range 7 {
-				d := filepath.Join(host, "d", string(rune('a'+i)))
-				os.MkdirAll(d, 0o755)
-				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/" + string(rune('a'+i)), Type: "bind", Source: d, Options: []string{"rbind"}})
-			}
-		}, errdefs.IsResourceExhausted, "need 7 virtio-fs shares"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := baseSpec()
@@ -499,5 +471,44 @@ func TestGuestSpecPodNamespaces(t *testing.T) {
 	s.Linux.Namespaces = s.Linux.Namespaces[:len(s.Linux.Namespaces)-1]
 	if _, err := GuestSpec(s, opts); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("mappings without a user namespace: %v", err)
+	}
+}
+
+// TestGuestSpecPrivilegedDevices: containerd lists the host's devices for a
+// privileged container; those the VM lacks are dropped with one warning,
+// while the same device in any other container is an error.
+func TestGuestSpecPrivilegedDevices(t *testing.T) {
+	host := []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3},
+		{Path: "/dev/sda", Type: "b", Major: 8, Minor: 0}, {Path: "/dev/btrfs-control", Type: "c", Major: 10, Minor: 234}}
+	privileged := func(s *specs.Spec) {
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN", "CAP_SYS_ADMIN"}}
+		s.Linux.Resources = &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Access: "rwm"}}}
+		s.Linux.Devices = slices.Clone(host)
+	}
+	s := baseSpec()
+	privileged(s)
+	g, err := GuestSpec(s, GuestOptions{ContainerID: id, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Spec.Linux.Devices) != 1 || g.Spec.Linux.Devices[0].Path != "/dev/null" {
+		t.Errorf("devices %+v, want /dev/null only", g.Spec.Linux.Devices)
+	}
+	if len(g.Warnings) != 1 || !strings.Contains(g.Warnings[0], "2 host devices") || !strings.Contains(g.Warnings[0], "/dev/btrfs-control") {
+		t.Errorf("warnings %q", g.Warnings)
+	}
+	for name, edit := range map[string]func(*specs.Spec){
+		"no CAP_SYS_ADMIN": func(s *specs.Spec) { s.Process.Capabilities.Bounding = []string{"CAP_CHOWN"} },
+		"not every device": func(s *specs.Spec) { s.Linux.Resources.Devices[1].Access = "rw" },
+		"a device denied after": func(s *specs.Spec) {
+			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Type: "b", Access: "rwm"})
+		},
+	} {
+		s := baseSpec()
+		privileged(s)
+		edit(s)
+		if _, err := GuestSpec(s, GuestOptions{ContainerID: id, Root: root}); !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "/dev/sda") {
+			t.Errorf("%s: %v, want the host device refused", name, err)
+		}
 	}
 }

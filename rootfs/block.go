@@ -15,6 +15,7 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	agentmount "github.com/msb-runtime/msb/agent/mount"
+	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -27,9 +28,11 @@ type builder struct {
 	points []string // guest mount point of each mount
 
 	upper *upperMount
-	units map[int]*unit // EROFS mounts by index
-	final *finalMount   // the last mount when it is an overlay or bind
-	order []*unit       // the layers the root stacks, top first
+	// upperOnDisk says the ext4 upper has a disk (else it is a file).
+	upperOnDisk bool
+	units       map[int]*unit // EROFS mounts by index
+	final       *finalMount   // the last mount when it is an overlay or bind
+	order       []*unit       // the layers the root stacks, top first
 }
 
 // upperMount is the ext4 image: the writable upper.
@@ -50,7 +53,7 @@ type unit struct {
 	point   string   // guest mount point
 	opts    []string // guest options, without device= and loop
 	mkdirs  []string
-	merged  bool // flattened into the merged image
+	onDisk  bool // a disk per image, else files in the VM's share
 }
 
 // cost is how many disks the unit needs.
@@ -80,10 +83,7 @@ func (b *builder) build(ctx context.Context) (_ *Plan, retErr error) {
 	if err := b.layerOrder(); err != nil {
 		return nil, err
 	}
-	merged, err := b.chooseMerge()
-	if err != nil {
-		return nil, err
-	}
+	b.chooseDisks()
 
 	// Everything is validated: now touch the file system.
 	p := &Plan{Root: RootPath(b.id)}
@@ -106,14 +106,7 @@ func (b *builder) build(ctx context.Context) (_ *Plan, retErr error) {
 			p.Created = append(p.Created, u.path)
 		}
 	}
-	if len(merged) > 0 {
-		flat, err := ensureFlat(ctx, merged, b.opts.MkfsErofs)
-		if err != nil {
-			return nil, err
-		}
-		p.Flattened = flat
-	}
-	if err := b.assemble(p, merged); err != nil {
+	if err := b.assemble(p); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -416,40 +409,23 @@ func containsUnit(us []*unit, u *unit) bool {
 	return false
 }
 
-// chooseMerge picks the layers to flatten when the root needs more disks
-// than Options.MaxDisks: the top layers keep a disk each as long as the
-// rest, flattened into one image, still fits; the bottom ones are merged.
-func (b *builder) chooseMerge() ([]*unit, error) {
-	fixed := 0
-	if b.upper != nil {
-		fixed = 1
+// chooseDisks gives the ext4 upper a disk, then the top layers one each
+// (and one per device blob), as long as Options.Disks allows; the rest
+// reach the guest as files in the VM's share. A layer is on disks or in
+// files as a whole: EROFS opens its device blobs the way it opened the image.
+func (b *builder) chooseDisks() {
+	left := b.opts.Disks
+	if b.upper != nil && left > 0 {
+		b.upperOnDisk = true
+		left--
 	}
-	avail := b.opts.MaxDisks - fixed
-	total := 0
 	for _, u := range b.order {
-		total += u.cost()
+		if u.cost() > left {
+			return
+		}
+		u.onDisk = true
+		left -= u.cost()
 	}
-	if total <= avail {
-		return nil, nil
-	}
-	if avail < 1 {
-		return nil, fmt.Errorf("container %s: rootfs needs %d disks (%d for layers) but only %d are left in the VM (vm.MaxDisks %d "+
-			"minus other disks and shares): %w", b.id, total+fixed, total, b.opts.MaxDisks, vm.MaxDisks, errdefs.ErrResourceExhausted)
-	}
-	k, used := 0, 0
-	for k < len(b.order)-1 && used+b.order[k].cost()+1 <= avail {
-		used += b.order[k].cost()
-		k++
-	}
-	merged := b.order[k:]
-	if len(merged) > maxFlattenLayers {
-		return nil, fmt.Errorf("container %s: %d layers must be flattened to fit %d disks, more than the %d overlayfs can stack: %w",
-			b.id, len(merged), b.opts.MaxDisks, maxFlattenLayers, errdefs.ErrResourceExhausted)
-	}
-	for _, u := range merged {
-		u.merged = true
-	}
-	return merged, nil
 }
 
 // serial makes a disk serial and checks its length.
@@ -461,63 +437,43 @@ func (b *builder) serial(suffix string) (string, error) {
 	return s, nil
 }
 
-func (b *builder) assemble(p *Plan, merged []*unit) error {
-	flatPoint := path.Join(b.dir, "layers", "flat")
-	for _, u := range merged {
-		if u.point == p.Root {
-			flatPoint = p.Root
-		}
+// image places one host image: a disk with the serial prefix-<name>, or a
+// file export <name>. It returns the guest source that names it.
+func (b *builder) image(p *Plan, name, host string, onDisk, readOnly bool) (string, error) {
+	if !onDisk {
+		p.Exports = append(p.Exports, share.Export{Name: name, Source: host, ReadOnly: readOnly})
+		return share.GuestPath(b.id, name), nil
 	}
-	mergedPoints := map[string]bool{}
-	for _, u := range merged {
-		mergedPoints[u.point] = true
+	id, err := b.serial(name)
+	if err != nil {
+		return "", err
 	}
-	flatDone := false
+	p.Disks = append(p.Disks, vm.Disk{ID: id, Path: host, Format: "raw", ReadOnly: readOnly})
+	return diskSource(id), nil
+}
+
+func (b *builder) assemble(p *Plan) error {
 	for i, m := range b.ms {
-		if b.upper != nil && b.upper.m == m {
-			id, err := b.serial("rw")
+		if u := b.upper; u != nil && u.m == m {
+			src, err := b.image(p, "rw", u.path, b.upperOnDisk, u.readOnly)
 			if err != nil {
 				return err
 			}
-			p.Disks = append(p.Disks, vm.Disk{ID: id, Path: b.upper.path, Format: "raw", ReadOnly: b.upper.readOnly})
-			p.Mounts = append(p.Mounts, &api.Mount{Type: "ext4", Source: diskSource(id), Target: b.points[i],
-				Options: b.upper.opts, Mkdirs: b.upper.mkdirs})
+			opts := u.opts
+			if !b.upperOnDisk {
+				// The guest attaches the file to a loop device.
+				opts = append(slices.Clone(opts), "loop")
+			}
+			p.Mounts = append(p.Mounts, &api.Mount{Type: "ext4", Source: src, Target: b.points[i], Options: opts, Mkdirs: u.mkdirs})
 			continue
 		}
 		if u := b.units[i]; u != nil {
-			if u.merged {
-				if flatDone {
-					continue
-				}
-				flatDone = true
-				id, err := b.serial("flat")
-				if err != nil {
-					return err
-				}
-				p.Disks = append(p.Disks, vm.Disk{ID: id, Path: p.Flattened, Format: "raw", ReadOnly: true})
-				p.Mounts = append(p.Mounts, &api.Mount{Type: "erofs", Source: diskSource(id), Target: flatPoint,
-					Options: []string{"ro"}})
-				continue
-			}
-			id, err := b.serial(fmt.Sprintf("l%d", i))
-			if err != nil {
+			if err := b.assembleLayer(p, i, u); err != nil {
 				return err
 			}
-			p.Disks = append(p.Disks, vm.Disk{ID: id, Path: u.blob, Format: "raw", ReadOnly: true})
-			opts := append([]string{}, u.opts...)
-			for j, dev := range u.devices {
-				did, err := b.serial(fmt.Sprintf("l%dd%d", i, j))
-				if err != nil {
-					return err
-				}
-				p.Disks = append(p.Disks, vm.Disk{ID: did, Path: dev, Format: "raw", ReadOnly: true})
-				opts = append(opts, "device="+diskSource(did))
-			}
-			p.Mounts = append(p.Mounts, &api.Mount{Type: "erofs", Source: diskSource(id), Target: u.point,
-				Options: opts, Mkdirs: u.mkdirs})
 			continue
 		}
-		p.Mounts = append(p.Mounts, b.finalGuestMount(p.Root, mergedPoints, flatPoint))
+		p.Mounts = append(p.Mounts, b.finalGuestMount())
 	}
 	if last := p.Mounts[len(p.Mounts)-1]; last.Target != p.Root {
 		return fmt.Errorf("container %s: internal error: the plan ends at %s, not at the root %s", b.id, last.Target, p.Root)
@@ -525,40 +481,39 @@ func (b *builder) assemble(p *Plan, merged []*unit) error {
 	return nil
 }
 
-// finalGuestMount builds the root's overlay or bind with merged layers
-// replaced by the flattened image.
-func (b *builder) finalGuestMount(root string, merged map[string]bool, flatPoint string) *api.Mount {
-	f := b.final
+// assembleLayer places one EROFS mount and its device blobs.
+func (b *builder) assembleLayer(p *Plan, i int, u *unit) error {
+	src, err := b.image(p, fmt.Sprintf("l%d", i), u.blob, u.onDisk, true)
+	if err != nil {
+		return err
+	}
+	opts := append([]string{}, u.opts...)
+	for j, dev := range u.devices {
+		d, err := b.image(p, fmt.Sprintf("l%dd%d", i, j), dev, u.onDisk, true)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, "device="+d)
+	}
+	p.Mounts = append(p.Mounts, &api.Mount{Type: "erofs", Source: src, Target: u.point, Options: opts, Mkdirs: u.mkdirs})
+	return nil
+}
+
+// finalGuestMount builds the root's overlay or bind.
+func (b *builder) finalGuestMount() *api.Mount {
+	f, root := b.final, RootPath(b.id)
 	if f.m.typ == "bind" {
-		src := f.source
-		for p := range merged {
-			if rest, ok := strings.CutPrefix(src+"/", p+"/"); ok {
-				src = path.Join(flatPoint, rest)
-			}
-		}
-		return &api.Mount{Type: "bind", Source: src, Target: root, Options: f.opts, Mkdirs: f.mkdirs}
+		return &api.Mount{Type: "bind", Source: f.source, Target: root, Options: f.opts, Mkdirs: f.mkdirs}
 	}
-	var lowers []string
-	flatDone := false
-	for _, l := range f.lowers {
-		if merged[path.Clean(l)] {
-			if !flatDone {
-				lowers = append(lowers, flatPoint)
-				flatDone = true
-			}
-			continue
-		}
-		lowers = append(lowers, l)
-	}
-	if !f.upper && len(lowers) == 1 {
+	if !f.upper && len(f.lowers) == 1 {
 		// A read-only overlay of one layer: overlayfs refuses a single
 		// lowerdir without an upperdir on older kernels; a bind is the same.
-		return &api.Mount{Type: "bind", Source: lowers[0], Target: root, Options: []string{"rbind", "ro"}, Mkdirs: f.mkdirs}
+		return &api.Mount{Type: "bind", Source: path.Clean(f.lowers[0]), Target: root, Options: []string{"rbind", "ro"}, Mkdirs: f.mkdirs}
 	}
 	opts := make([]string, 0, len(f.opts))
 	for _, o := range f.opts {
 		if o == "lowerdir=" {
-			o = "lowerdir=" + strings.Join(lowers, ":")
+			o = "lowerdir=" + strings.Join(f.lowers, ":")
 		}
 		opts = append(opts, o)
 	}

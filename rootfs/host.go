@@ -14,20 +14,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
-	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/share"
 )
 
 // hostPlan serves a root that is a host overlay (overlayfs snapshotter) or a
 // host bind mount (one layer, no parent, native snapshotter) over virtio-fs:
-// the shim mounts it at opts.HostRootfs (MountHost) and shares that
-// directory; the guest mounts the share at the root.
+// the shim mounts it at opts.HostRootfs (MountHost) and exports that
+// directory as "root"; the guest binds it at the root.
 func hostPlan(id string, m *mnt, opts Options) (*Plan, error) {
 	if opts.HostRootfs == "" || !filepath.IsAbs(opts.HostRootfs) {
 		return nil, m.errorf(errdefs.ErrInvalidArgument,
 			"a root mounted on the host needs Options.HostRootfs, the bundle's absolute rootfs directory (got %q)", opts.HostRootfs)
-	}
-	if opts.MaxDisks < 1 {
-		return nil, m.errorf(errdefs.ErrResourceExhausted, "no disk or share is left in the VM for the root's virtio-fs share")
 	}
 	readOnly := isReadOnly(m.options)
 	switch m.typ {
@@ -81,15 +78,15 @@ func hostPlan(id string, m *mnt, opts Options) (*Plan, error) {
 			}
 		}
 	}
-	tag := opts.SerialPrefix + "-rootfs"
 	mode := "rw"
 	if readOnly {
 		mode = "ro"
 	}
 	root := RootPath(id)
+	exp := share.Export{Name: "root", Source: opts.HostRootfs, Dir: true, Recursive: true, ReadOnly: readOnly, Own: true}
 	return &Plan{
-		Shares:     []vm.Share{{Tag: tag, Path: opts.HostRootfs, ReadOnly: readOnly}},
-		Mounts:     []*api.Mount{{Type: "virtiofs", Source: tag, Target: root, Options: []string{mode}}},
+		Exports:    []share.Export{exp},
+		Mounts:     []*api.Mount{{Type: "bind", Source: share.GuestPath(id, exp.Name), Target: root, Options: []string{"rbind", mode}}},
 		Root:       root,
 		HostMounts: []mount.Mount{{Type: m.typ, Source: m.source, Options: m.options}},
 		HostRootfs: opts.HostRootfs,
@@ -100,9 +97,6 @@ func hostPlan(id string, m *mnt, opts Options) (*Plan, error) {
 // is served over virtio-fs; it does nothing for a root on disks. Call it
 // before the VM starts; UnmountHost undoes it.
 func (p *Plan) MountHost(ctx context.Context) error {
-	if len(p.HostSteps) > 0 {
-		return p.mountSteps(ctx)
-	}
 	if len(p.HostMounts) == 0 {
 		return nil
 	}

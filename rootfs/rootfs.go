@@ -1,8 +1,8 @@
 // Package rootfs turns the rootfs mounts containerd hands the shim (the
 // Rootfs of a CreateTask request) into what a microVM needs: virtio-blk
-// disks, a virtio-fs share, and the guest mount plan msb-agent runs in order
-// to build the container's root (agent/api.Mount; the last mount's target is
-// the root).
+// disks, exports into the VM's share (package share), and the guest mount
+// plan msb-agent runs in order to build the container's root (agent/api.Mount;
+// the last mount's target is the root).
 //
 // # What the shim receives
 //
@@ -17,13 +17,16 @@
 //     first; an fsmeta.erofs carries its blobs as device= options, bottom
 //     first), and a last "format/mkdir/overlay" or "format/mkdir/bind" whose
 //     options are templates ({{ mount i }}, {{ overlay a b }}) over the
-//     earlier mounts. Every EROFS image becomes a read-only disk, the ext4
-//     image a read-write one, and the templates resolve to guest paths.
+//     earlier mounts. The ext4 image and the top EROFS images become disks
+//     as long as Options.Disks allows; the rest are exported as files, which
+//     the guest kernel mounts itself (EROFS file-backed, ext4 on a loop
+//     device). The host kernel never mounts or parses any of them. The
+//     templates resolve to guest paths.
 //  2. Snapshotters whose root is a host directory tree (overlayfs: one
 //     "overlay" with host lowerdir/upperdir/workdir, or one "bind" for a
 //     single layer or no parent). The shim mounts it on the host at
-//     Options.HostRootfs (<bundle>/rootfs) with Plan.MountHost and the VM
-//     gets that directory as one virtio-fs share; UnmountHost undoes it.
+//     Options.HostRootfs (<bundle>/rootfs) with Plan.MountHost and exports
+//     that directory; UnmountHost undoes it.
 //
 // Everything else is refused with an error that names the configuration to
 // use, never served half-way: in particular the EROFS snapshotter's default
@@ -36,12 +39,10 @@
 //	rw           the ext4 upper image (the "mkfs/ext4" mount); the overlay's
 //	             upper and work directories are rw/upper and rw/work
 //	layers/<i>   the EROFS layer that is containerd mount number i
-//	layers/flat  the bottom layers flattened into one image (merge.go)
 //	rootfs       the container root: always the last mount's target
-//	             (RootPath(id)), also for the virtio-fs family
-//	shares/<tag> virtio-fs shares of bind mounts (package oci)
+//	             (RootPath(id)), also for the host-directory family
 //
-// # Disk serials and share tags
+// # Disk serials and export names
 //
 // Serials are at most 20 bytes (virtio-blk) and unique within the VM: a
 // per-container prefix (Options.SerialPrefix, default "c" + 8 hex digits of
@@ -50,10 +51,10 @@
 //	-rw        the ext4 upper image
 //	-l<i>      the EROFS image of containerd mount i
 //	-l<i>d<j>  the j-th device= blob of mount i (fsmeta), j from 0
-//	-flat      the flattened bottom layers
 //
 // The mount plan names disks as "disk:<serial>", in the source and in EROFS
-// device= options; the virtio-fs root share's tag is <prefix>-rootfs.
+// device= options. The same images exported as files are named "rw", "l<i>"
+// and "l<i>d<j>" (share.GuestPath), and a host-mounted root "root".
 package rootfs
 
 import (
@@ -69,6 +70,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -88,8 +90,10 @@ type Plan struct {
 	// Disks are virtio-blk disks: EROFS layers (always read-only) and the
 	// ext4 upper (read-write unless containerd asked for "ro").
 	Disks []vm.Disk
-	// Shares are virtio-fs shares; only the host-mounted family has one.
-	Shares []vm.Share
+	// Exports are what reaches the guest through the VM's share instead:
+	// EROFS layers and the ext4 upper that have no disk (the guest kernel
+	// mounts the files), or a root mounted on the host (a directory).
+	Exports []share.Export
 	// Mounts is the guest mount plan, run in order; the last target is Root.
 	Mounts []*api.Mount
 	// Root is the guest path of the container root, RootPath(id).
@@ -97,37 +101,29 @@ type Plan struct {
 
 	// HostMounts, when not empty, must be mounted on the host at HostRootfs
 	// (MountHost) before the VM starts and unmounted (UnmountHost) after it
-	// stopped: Shares[0] serves that directory.
+	// stopped: the export "root" serves that directory.
 	HostMounts []mount.Mount
 	HostRootfs string
-	// HostSteps, when not empty, build the root on the host instead: each
-	// mounts at its own target, the last at HostRootfs (OnHost).
-	HostSteps []HostStep
 
 	// Created lists files Prepare created (the ext4 upper image). They
 	// belong to the snapshot from now on: containerd removes them with it.
 	Created []string
-	// Flattened is the cached flattened image Prepare used, if any.
-	Flattened string
 }
 
 // Options are the limits and tools of one Prepare call.
 type Options struct {
-	// MaxDisks is how many disks and shares this root may use; 0 means
-	// vm.MaxDisks. The shim passes what the VM has left once other devices
-	// (e.g. the oci package's bind-mount shares) are counted.
-	MaxDisks int
-	// SerialPrefix starts every disk serial and share tag (at most
-	// MaxSerialPrefix bytes of [A-Za-z0-9._-]); "" derives one from the
-	// container ID. The shim must keep prefixes unique within one VM.
+	// Disks is how many virtio-blk disks this root may use: the ext4 upper
+	// first, then the top layers. What has no disk reaches the guest as a
+	// file in the VM's share; 0 puts everything there (a VM that runs
+	// already takes no new disks).
+	Disks int
+	// SerialPrefix starts every disk serial (at most MaxSerialPrefix bytes
+	// of [A-Za-z0-9._-]); "" derives one from the container ID. The shim
+	// must keep prefixes unique within one VM.
 	SerialPrefix string
 	// HostRootfs is the host directory a host-mounted root is mounted on
-	// and shared from: the bundle's rootfs directory.
+	// and exported from: the bundle's rootfs directory.
 	HostRootfs string
-	// MkfsErofs is mkfs.erofs (erofs-utils), needed only to flatten layers
-	// that do not fit the disks; "" looks in /opt/msb/erofs-utils/bin, then
-	// $PATH.
-	MkfsErofs string
 	// MkfsExt4 is mkfs.ext4; "" looks in $PATH, /usr/sbin and /sbin.
 	MkfsExt4 string
 }
@@ -162,11 +158,8 @@ func DefaultSerialPrefix(id string) string {
 }
 
 func (o Options) withDefaults(id string) (Options, error) {
-	if o.MaxDisks == 0 {
-		o.MaxDisks = vm.MaxDisks
-	}
-	if o.MaxDisks < 0 {
-		return o, fmt.Errorf("disk budget %d is negative: %w", o.MaxDisks, errdefs.ErrInvalidArgument)
+	if o.Disks < 0 {
+		return o, fmt.Errorf("disk budget %d is negative: %w", o.Disks, errdefs.ErrInvalidArgument)
 	}
 	if o.SerialPrefix == "" {
 		o.SerialPrefix = DefaultSerialPrefix(id)
@@ -180,9 +173,8 @@ func (o Options) withDefaults(id string) (Options, error) {
 
 // Prepare turns containerd's rootfs mounts of container containerID into a
 // Plan. It validates everything before it touches the file system; then it
-// creates the ext4 upper image when it does not exist yet and, when the
-// layers need more disks than opts allow, flattens the bottom ones into a
-// cached image (merge.go). When Prepare fails it removes what it created.
+// creates the ext4 upper image when it does not exist yet. When Prepare
+// fails it removes what it created.
 func Prepare(ctx context.Context, containerID string, mounts []*types.Mount, opts Options) (*Plan, error) {
 	if err := validID(containerID); err != nil {
 		return nil, err

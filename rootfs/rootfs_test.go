@@ -2,7 +2,6 @@ package rootfs
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -23,7 +23,7 @@ const testID = "ctr1"
 // (their content is irrelevant to plans that merge nothing).
 type snapDir string
 
-func newSnapDir(t *testing.T, layers ...int) snapDir {
+func newSnapDir(t testing.TB, layers ...int) snapDir {
 	t.Helper()
 	r := t.TempDir()
 	for _, n := range layers {
@@ -184,7 +184,7 @@ func TestPrepareShapes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(img)
-			plan, err := Prepare(context.Background(), testID, tc.mounts, Options{})
+			plan, err := Prepare(context.Background(), testID, tc.mounts, Options{Disks: vm.MaxDisks})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,11 +197,10 @@ func TestPrepareShapes(t *testing.T) {
 			if plan.Root != groot || plan.Mounts[len(plan.Mounts)-1].Target != groot {
 				t.Errorf("root %q, last target %q", plan.Root, plan.Mounts[len(plan.Mounts)-1].Target)
 			}
-			if len(plan.Shares) != 0 || len(plan.HostMounts) != 0 {
-				t.Errorf("unexpected shares %v / host mounts %v", plan.Shares, plan.HostMounts)
+			if len(plan.Exports) != 0 || len(plan.HostMounts) != 0 {
+				t.Errorf("unexpected exports %v / host mounts %v", plan.Exports, plan.HostMounts)
 			}
-			spec := vm.Spec{VCPUs: 1, MemoryMiB: 256, BootDisk: "/b", AgentSocket: "/a", ConsoleLog: "/c",
-				Disks: plan.Disks, Shares: plan.Shares}
+			spec := vm.Spec{VCPUs: 1, MemoryMiB: 256, BootDisk: "/b", AgentSocket: "/a", ConsoleLog: "/c", Disks: plan.Disks}
 			if err := spec.Validate(); err != nil {
 				t.Errorf("vm spec with these disks: %v", err)
 			}
@@ -229,7 +228,6 @@ func planString(ms []*api.Mount) string {
 func TestPrepareHostShapes(t *testing.T) {
 	host := t.TempDir()
 	bundleRootfs := filepath.Join(t.TempDir(), "rootfs")
-	p := DefaultSerialPrefix(testID)
 	for _, tc := range []struct {
 		name  string
 		mount *types.Mount
@@ -251,11 +249,11 @@ func TestPrepareHostShapes(t *testing.T) {
 			if tc.ro {
 				mode = "ro"
 			}
-			wantShares := []vm.Share{{Tag: p + "-rootfs", Path: bundleRootfs, ReadOnly: tc.ro}}
-			if !reflect.DeepEqual(plan.Shares, wantShares) {
-				t.Errorf("shares %+v, want %+v", plan.Shares, wantShares)
+			wantExports := []share.Export{{Name: "root", Source: bundleRootfs, Dir: true, Recursive: true, ReadOnly: tc.ro, Own: true}}
+			if !reflect.DeepEqual(plan.Exports, wantExports) {
+				t.Errorf("exports %+v, want %+v", plan.Exports, wantExports)
 			}
-			want := planString([]*api.Mount{{Type: "virtiofs", Source: p + "-rootfs", Target: groot, Options: []string{mode}}})
+			want := planString([]*api.Mount{{Type: "bind", Source: "/run/msb/share/" + testID + "/root", Target: groot, Options: []string{"rbind", mode}}})
 			if got := planString(plan.Mounts); got != want {
 				t.Errorf("plan\n got %s\nwant %s", got, want)
 			}
@@ -386,83 +384,81 @@ func blockOverlayWith(lower string, extra ...string) *types.Mount {
 	return m
 }
 
-func TestPrepareBudget(t *testing.T) {
+// TestPrepareDiskBudget: what has no disk is exported as a file, which
+// the guest mounts itself (EROFS file-backed, ext4 on a loop device).
+func TestPrepareDiskBudget(t *testing.T) {
 	r := newSnapDir(t, 1, 2, 3, 7)
 	img := r.path("7", "rwlayer.img")
 	mounts := []*types.Mount{mkfsM(img), erofsM(r.layer(3)), erofsM(r.layer(2)), erofsM(r.layer(1)), blockOverlay("{{ overlay 1 3 }}")}
-	_, err := Prepare(context.Background(), testID, mounts, Options{MaxDisks: 1})
-	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "only 1 are left") {
-		t.Errorf("budget 1: %v", err)
+	pre := DefaultSerialPrefix(testID)
+	f := "/run/msb/share/" + testID
+	for _, tc := range []struct {
+		disks   int
+		serials []string
+		exports []share.Export
+		plan    string
+	}{
+		{0, nil, []share.Export{{Name: "rw", Source: img}, {Name: "l1", Source: r.layer(3), ReadOnly: true},
+			{Name: "l2", Source: r.layer(2), ReadOnly: true}, {Name: "l3", Source: r.layer(1), ReadOnly: true}},
+			"ext4 " + f + "/rw [rw,loop]|erofs " + f + "/l1 [ro]|erofs " + f + "/l2 [ro]|erofs " + f + "/l3 [ro]"},
+		{2, []string{pre + "-rw", pre + "-l1"}, []share.Export{{Name: "l2", Source: r.layer(2), ReadOnly: true},
+			{Name: "l3", Source: r.layer(1), ReadOnly: true}},
+			"ext4 disk:" + pre + "-rw [rw]|erofs disk:" + pre + "-l1 [ro]|erofs " + f + "/l2 [ro]|erofs " + f + "/l3 [ro]"},
+		{6, []string{pre + "-rw", pre + "-l1", pre + "-l2", pre + "-l3"}, nil,
+			"ext4 disk:" + pre + "-rw [rw]|erofs disk:" + pre + "-l1 [ro]|erofs disk:" + pre + "-l2 [ro]|erofs disk:" + pre + "-l3 [ro]"},
+	} {
+		plan, err := Prepare(context.Background(), testID, mounts, Options{Disks: tc.disks})
+		if err != nil {
+			t.Fatalf("budget %d: %v", tc.disks, err)
+		}
+		var serials, steps []string
+		for _, d := range plan.Disks {
+			serials = append(serials, d.ID)
+		}
+		for _, m := range plan.Mounts[:len(plan.Mounts)-1] {
+			steps = append(steps, m.Type+" "+m.Source+" ["+strings.Join(m.Options, ",")+"]")
+		}
+		if !reflect.DeepEqual(serials, tc.serials) || !reflect.DeepEqual(plan.Exports, tc.exports) || strings.Join(steps, "|") != tc.plan {
+			t.Errorf("budget %d:\n disks %v, want %v\n exports %+v\n want    %+v\n plan %s\n want %s",
+				tc.disks, serials, tc.serials, plan.Exports, tc.exports, strings.Join(steps, "|"), tc.plan)
+		}
+		for _, e := range plan.Exports {
+			if err := e.Validate(); err != nil {
+				t.Errorf("budget %d: %v", tc.disks, err)
+			}
+		}
 	}
-	if _, serr := os.Stat(img); serr == nil {
-		t.Errorf("a failed Prepare left %s behind", img)
-	}
-	// Budget 3 needs a merge; without mkfs.erofs that fails, names the
-	// limit, and removes the ext4 image it made.
-	_, err = Prepare(context.Background(), testID, mounts, Options{MaxDisks: 3, MkfsErofs: "/nonexistent/mkfs.erofs"})
-	if err == nil || !strings.Contains(err.Error(), "bottom 2 layers must be flattened") && !strings.Contains(err.Error(), "flatten the bottom 2 layers") {
-		t.Errorf("merge without mkfs.erofs: %v", err)
-	}
-	if _, serr := os.Stat(img); !errors.Is(serr, os.ErrNotExist) {
-		t.Errorf("the ext4 image made before the failed merge is still there: %v", serr)
-	}
-	// An ext4 image that was there before is kept on failure.
-	if _, err := ensureExt4(context.Background(), img, mkfsSpec{fs: "ext4", size: 8 << 20}, ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err = Prepare(context.Background(), testID, mounts, Options{MaxDisks: 3, MkfsErofs: "/nonexistent/mkfs.erofs"}); err == nil {
-		t.Fatal("merge without mkfs.erofs succeeded")
-	}
-	if err := checkExtImage(img); err != nil {
-		t.Errorf("pre-existing image: %v", err)
+	if _, err := Prepare(context.Background(), testID, mounts, Options{Disks: -1}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("negative budget: %v", err)
 	}
 }
 
-func TestChooseMerge(t *testing.T) {
-	mk := func(costs ...int) *builder {
-		b := &builder{opts: Options{MaxDisks: 5}, upper: &upperMount{}}
-		for i, c := range costs {
+// TestChooseDisks: the upper first, then whole layers from the top while
+// they fit; a layer never straddles disks and files.
+func TestChooseDisks(t *testing.T) {
+	for _, tc := range []struct {
+		budget int
+		costs  []int
+		want   []bool
+	}{
+		{5, []int{1, 1, 1, 1}, []bool{true, true, true, true}},
+		{5, []int{1, 1, 1, 1, 1}, []bool{true, true, true, true, false}},
+		{5, []int{6}, []bool{false}},
+		{5, []int{1, 4}, []bool{true, false}},
+		{5, []int{3, 1, 1}, []bool{true, true, false}},
+		{0, []int{1}, []bool{false}},
+	} {
+		b := &builder{opts: Options{Disks: tc.budget}, upper: &upperMount{}}
+		for i, c := range tc.costs {
 			b.order = append(b.order, &unit{m: &mnt{index: i + 1}, devices: make([]string, c-1)})
 		}
-		return b
-	}
-	for _, tc := range []struct {
-		costs []int
-		want  int // merged units
-	}{
-		{[]int{1, 1, 1, 1}, 0},
-		{[]int{1, 1, 1, 1, 1}, 2},
-		{[]int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 7},
-		{[]int{6}, 1},
-		{[]int{1, 6}, 1},
-		{[]int{3, 1, 1}, 2},
-		{[]int{1, 1, 1, 4}, 1},
-	} {
-		b := mk(tc.costs...)
-		merged, err := b.chooseMerge()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(merged) != tc.want {
-			t.Errorf("costs %v: merged %d, want %d", tc.costs, len(merged), tc.want)
-			continue
-		}
-		used := 1 // the upper
+		b.chooseDisks()
+		var got []bool
 		for _, u := range b.order {
-			if !u.merged {
-				used += u.cost()
-			}
+			got = append(got, u.onDisk)
 		}
-		if len(merged) > 0 {
-			used++
-		}
-		if used > 5 {
-			t.Errorf("costs %v: %d disks used, budget 5", tc.costs, used)
-		}
-		for i, u := range b.order {
-			if u.merged != (i >= len(b.order)-tc.want) {
-				t.Errorf("costs %v: unit %d merged=%v: only bottom layers merge", tc.costs, i, u.merged)
-			}
+		if !reflect.DeepEqual(got, tc.want) || b.upperOnDisk != (tc.budget > 0) {
+			t.Errorf("budget %d costs %v: layers on disk %v (upper %v), want %v", tc.budget, tc.costs, got, b.upperOnDisk, tc.want)
 		}
 	}
 }
@@ -546,7 +542,7 @@ func TestMkdirEntry(t *testing.T) {
 func TestSerialPrefix(t *testing.T) {
 	r := newSnapDir(t, 1)
 	m := []*types.Mount{erofsM(r.layer(1))}
-	plan, err := Prepare(context.Background(), testID, m, Options{SerialPrefix: "c1"})
+	plan, err := Prepare(context.Background(), testID, m, Options{Disks: 1, SerialPrefix: "c1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +556,7 @@ func TestSerialPrefix(t *testing.T) {
 	}
 	// Long container IDs still make short serials.
 	long := strings.Repeat("a", 64)
-	plan, err = Prepare(context.Background(), long, m, Options{})
+	plan, err = Prepare(context.Background(), long, m, Options{Disks: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,9 +99,8 @@ func drive(id string, d Disk) []string {
 }
 
 func virtiofsdArgs(sh Share, sock string) []string {
-	// QEMU 7.2's C virtiofsd has no read-only export; the guest mounts
-	// read-only shares ro, and the shim only shares what the container
-	// may write through runc too (its bind mounts).
+	// What must be read-only is a read-only mount under sh.Path (package
+	// share): QEMU 7.2's C virtiofsd has no read-only export.
 	return []string{"--socket-path=" + sock, "-o", "source=" + sh.Path, "-o", "cache=auto", "-o", "sandbox=chroot"}
 }
 

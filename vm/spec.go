@@ -52,25 +52,12 @@ type Disk struct {
 	ReadOnly bool   `json:"read_only"`
 }
 
-// Share is one virtio-fs share of a host directory.
+// Share is one virtio-fs share of a host directory, served writable: the
+// runtime makes read-only what must be (read-only mounts under Path), so
+// the host enforces it whatever the guest sends (package share).
 type Share struct {
-	Tag      string `json:"tag"`
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"read_only"`
-	// ReadOnlyTop: only Path's own mount is read-only; mounts below it
-	// keep theirs (binds read-only without "rro", as runc makes them). The
-	// runtime serves it from a copy of the tree with only the top mount
-	// read-only; the guest mounts it writable and binds from it read-only.
-	ReadOnlyTop bool `json:"read_only_top,omitempty"`
-	// UIDMap and GIDMap ("container:host:size[,...]", containerd's form),
-	// when set, serve the share through an idmapped mount of Path: the
-	// runtime's job, before the VMM starts.
-	UIDMap string `json:"uid_map,omitempty"`
-	GIDMap string `json:"gid_map,omitempty"`
-	// FollowHost: mounts the host makes below Path later reach the share
-	// (a bind with "rslave" propagation): the runtime serves it from a
-	// slave copy of the host's tree.
-	FollowHost bool `json:"follow_host,omitempty"`
+	Tag  string `json:"tag"`
+	Path string `json:"path"`
 }
 
 // Net is one virtio-net device backed by a tap device. The VMM runs in

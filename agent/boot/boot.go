@@ -81,6 +81,9 @@ func setup(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
+	if err := mountShare(cmdline()); err != nil {
+		return "", err
+	}
 	os.Setenv("PATH", guestPath) //nolint:errcheck // cannot fail for a valid name
 	if err := loopbackUp(); err != nil {
 		log.G(ctx).WithError(err).Warn("bring up lo")

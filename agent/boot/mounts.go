@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/mount"
+	"github.com/msb-runtime/msb/share"
 )
 
 // One helper per kind of guest mount; each is a no-op when the target is
@@ -36,6 +37,15 @@ func mountDevPts() error {
 
 func mountTmpfs(target, mode string, flags uintptr) error {
 	return mountFS("tmpfs", target, "tmpfs", flags, mode)
+}
+
+// mountShare mounts the VM's share (package share) when the host gave the
+// VM one: its tag is on the kernel command line.
+func mountShare(cmdline string) error {
+	if tag, ok := share.TagFromCmdline(cmdline); ok {
+		return mountFS(tag, share.GuestDir, "virtiofs", 0, "")
+	}
+	return nil
 }
 
 func mountCgroup2() error {

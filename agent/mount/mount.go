@@ -41,7 +41,11 @@ func Mount(source, target, fstype string, o Options) error {
 	if o.IsBind() {
 		fstype, data, kind = "", "", "bind"
 	}
-	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+	if needsFsconfig(fstype, data) {
+		if err := mountOverlayFsconfig(target, o); err != nil {
+			return err
+		}
+	} else if err := unix.Mount(source, target, fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s %q on %q: %w", kind, source, target, Errno(err))
 	}
 	if o.IsBind() && flags&^(unix.MS_BIND|unix.MS_REC|unix.MS_REMOUNT) != 0 {

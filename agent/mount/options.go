@@ -20,6 +20,8 @@ type Options struct {
 	Data []string
 	// Mkdirs are containerd's X-containerd.mkdir.path= entries ("path:mode").
 	Mkdirs []string
+	// Loop: the source is an image file to attach to a loop device first.
+	Loop bool
 	// RecSet and RecClear are MOUNT_ATTR_* bits that the "r"-prefixed
 	// options (rro, rnosuid, ...) apply with mount_setattr(2) to a bind
 	// and every mount below it, as runc does.
@@ -110,7 +112,7 @@ var dropped = map[string]bool{
 const mkdirOption = "X-containerd.mkdir.path="
 
 // ParseOptions splits opts into flags, propagation and file system data.
-// "loop" and other helper-only options are dropped, as are "X-"/"x-"
+// "loop" sets Loop; other helper-only options are dropped, as are "X-"/"x-"
 // options except X-containerd.mkdir.path, which is returned in Mkdirs.
 func ParseOptions(opts []string) Options {
 	var o Options
@@ -138,6 +140,8 @@ func ParseOptions(opts []string) Options {
 			continue
 		}
 		switch {
+		case opt == "loop":
+			o.Loop = true
 		case opt == "" || dropped[opt]:
 		case strings.HasPrefix(opt, mkdirOption):
 			o.Mkdirs = append(o.Mkdirs, strings.TrimPrefix(opt, mkdirOption))

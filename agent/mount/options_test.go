@@ -14,7 +14,7 @@ func TestParseOptions(t *testing.T) {
 		want Options
 	}{
 		{"empty", nil, Options{}},
-		{"erofs layer", []string{"ro", "loop"}, Options{Flags: unix.MS_RDONLY}},
+		{"erofs layer", []string{"ro", "loop"}, Options{Flags: unix.MS_RDONLY, Loop: true}},
 		{"rw clears ro", []string{"ro", "rw"}, Options{}},
 		{"flags", []string{"nosuid", "nodev", "noexec", "relatime", "defaults"},
 			Options{Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME}},
@@ -31,7 +31,7 @@ func TestParseOptions(t *testing.T) {
 		{"tmpfs", []string{"nosuid", "strictatime", "mode=755", "size=65536k"},
 			Options{Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: []string{"mode=755", "size=65536k"}}},
 		{"containerd mkdir and helpers", []string{"X-containerd.mkdir.path=/m/upper:0755", "X-containerd.mkfs.fs=ext4", "x-systemd.automount", "nofail", "rw", "loop"},
-			Options{Mkdirs: []string{"/m/upper:0755"}}},
+			Options{Mkdirs: []string{"/m/upper:0755"}, Loop: true}},
 		{"erofs devices", []string{"ro", "device=disk:l1", "device=disk:l2"},
 			Options{Flags: unix.MS_RDONLY, Data: []string{"device=disk:l1", "device=disk:l2"}}},
 	} {

@@ -102,7 +102,21 @@ func (p Planner) step(step *api.Mount) error {
 		}
 		return MountOverlayIDMapped(target, o, idmap, p.Userns)
 	}
+	if o.Loop && !o.IsBind() {
+		return mountLoop(source, target, fstype, o)
+	}
 	return Mount(source, target, fstype, o)
+}
+
+// mountLoop mounts the image file source through a loop device (an ext4
+// writable layer that reached the VM as a file in its share).
+func mountLoop(source, target, fstype string, o Options) error {
+	dev, err := attachLoop(source, o.Flags&unix.MS_RDONLY != 0)
+	if err != nil {
+		return err
+	}
+	defer dev.Close() // the mount holds the device from here on
+	return Mount(dev.Name(), target, fstype, o)
 }
 
 // bindType folds the "bind" and "rbind" types into the options.

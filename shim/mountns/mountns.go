@@ -61,12 +61,12 @@ func Setup() error {
 	return nil
 }
 
-// Clone returns a detached copy (open_tree) of the mount tree at path,
-// submounts included, as the host's mount namespace has it (fromHost) or
-// as the shim's has it.
-func Clone(path string, fromHost bool) (*os.File, error) {
+// Clone returns a detached copy (open_tree) of the mount at path, with its
+// submounts when recursive, as the host's mount namespace has it (fromHost)
+// or as the shim's has it.
+func Clone(path string, fromHost, recursive bool) (*os.File, error) {
 	if host == nil || !fromHost {
-		return openTree(path)
+		return openTree(path, recursive)
 	}
 	type result struct {
 		f   *os.File
@@ -85,15 +85,19 @@ func Clone(path string, fromHost bool) (*os.File, error) {
 			done <- result{err: fmt.Errorf("enter the host's mount namespace: %w", err)}
 			return
 		}
-		f, err := openTree(path)
+		f, err := openTree(path, recursive)
 		done <- result{f, err}
 	}()
 	r := <-done
 	return r.f, r.err
 }
 
-func openTree(path string) (*os.File, error) {
-	fd, err := unix.OpenTree(-1, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+func openTree(path string, recursive bool) (*os.File, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(-1, path, flags)
 	if err != nil {
 		return nil, fmt.Errorf("copy the mount tree at %s: %w", path, err)
 	}
@@ -121,10 +125,10 @@ func Attach(tree *os.File, target string, attr, top *unix.MountAttr) error {
 	return nil
 }
 
-// Bind attaches at target a copy of the tree at source (Clone), with attr
-// and top as Attach sets them.
-func Bind(source, target string, attr, top *unix.MountAttr, fromHost bool) error {
-	tree, err := Clone(source, fromHost)
+// Bind attaches at target a copy of the mount (or tree) at source (Clone),
+// with attr and top as Attach sets them.
+func Bind(source, target string, attr, top *unix.MountAttr, fromHost, recursive bool) error {
+	tree, err := Clone(source, fromHost, recursive)
 	if err != nil {
 		return err
 	}

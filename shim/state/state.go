@@ -38,15 +38,18 @@ type State struct {
 	// RunDir holds the VM's sockets and logs; the VMM's command line names
 	// it, which is how a pid that was reused is told apart.
 	RunDir string `json:"run_dir"`
-	// HostMounts are host mount points to unmount (overlayfs rootfs).
+	// HostMounts are mount points to unmount, in order (a root mounted on
+	// the host, exports bound into the VM's share, the share itself). The
+	// shim makes them in its own mount namespace, so after a crash they are
+	// gone with it and only their directories are left.
 	HostMounts []string `json:"host_mounts,omitempty"`
 	// TapIn is the network namespace holding the VM's tap, and NetNS the
 	// pin of a namespace the shim made itself (removed with it).
 	TapIn string `json:"tap_in,omitempty"`
 	NetNS string `json:"netns,omitempty"`
-	// Dirs are directories to remove, in order, once unmounted; only
-	// when empty (never recursively: a failed unmount must not reach
-	// host files through a bind).
+	// Dirs are directories (and file mount points) to remove, in order,
+	// once unmounted; only when empty (never recursively: a failed unmount
+	// must not reach host files through a bind).
 	Dirs   []string `json:"dirs,omitempty"`
 	bundle string
 }
@@ -166,12 +169,19 @@ func waitGone(pid int, d time.Duration) {
 
 // Split separates a sandbox container's record into its own part (its
 // host mounts and their directories) and the VM's (the VMM, run directory,
-// network and the directories in keep). A pod's sandbox container can be
-// deleted before the pod's other containers: its part is undone then, the
-// VM's when the VM stops.
+// network and the mounts and directories in keep: the VM's share). A pod's
+// sandbox container can be deleted before the pod's other containers: its
+// part is undone then, the VM's when the VM stops.
 func (s *State) Split(keep ...string) (own, vm *State) {
-	own = &State{HostMounts: s.HostMounts}
+	own = &State{}
 	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, ShimStart: s.ShimStart, RunDir: s.RunDir, TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
+	for _, m := range s.HostMounts {
+		if slices.Contains(keep, m) {
+			vm.HostMounts = append(vm.HostMounts, m)
+		} else {
+			own.HostMounts = append(own.HostMounts, m)
+		}
+	}
 	for _, d := range s.Dirs {
 		if slices.Contains(keep, d) {
 			vm.Dirs = append(vm.Dirs, d)

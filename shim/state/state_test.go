@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,14 +82,15 @@ func TestCleanupKillsUnrecordedVMM(t *testing.T) {
 
 func TestSplit(t *testing.T) {
 	s := &State{VMMPid: 7, RunDir: "/run/msb/vm/x", TapIn: "/ns", NetNS: "/ns",
-		HostMounts: []string{"/b/rootfs", "/pod/sb/rootfs"}, Dirs: []string{"/pod/sb/rootfs", "/pod/sb", "/pod"}, bundle: "/b"}
-	own, vm := s.Split("/pod")
+		HostMounts: []string{"/sh/w/sb/m1", "/b/rootfs", "/sh/r", "/sh/w"},
+		Dirs:       []string{"/sh/w/sb/m1", "/sh/w/sb", "/sh/r", "/sh/w", "/sh"}, bundle: "/b"}
+	own, vm := s.Split("/sh/r", "/sh/w", "/sh")
 	if own.VMMPid != 0 || own.RunDir != "" || own.TapIn != "" || own.NetNS != "" || own.bundle != "" ||
-		len(own.HostMounts) != 2 || len(own.Dirs) != 2 || own.Dirs[1] != "/pod/sb" {
+		!slices.Equal(own.HostMounts, []string{"/sh/w/sb/m1", "/b/rootfs"}) || !slices.Equal(own.Dirs, []string{"/sh/w/sb/m1", "/sh/w/sb"}) {
 		t.Fatalf("container part %+v", own)
 	}
-	if vm.VMMPid != 7 || vm.RunDir != s.RunDir || vm.NetNS != "/ns" || len(vm.HostMounts) != 0 ||
-		len(vm.Dirs) != 1 || vm.Dirs[0] != "/pod" || vm.bundle != "/b" {
+	if vm.VMMPid != 7 || vm.RunDir != s.RunDir || vm.NetNS != "/ns" || !slices.Equal(vm.HostMounts, []string{"/sh/r", "/sh/w"}) ||
+		!slices.Equal(vm.Dirs, []string{"/sh/r", "/sh/w", "/sh"}) || vm.bundle != "/b" {
 		t.Fatalf("VM part %+v", vm)
 	}
 }

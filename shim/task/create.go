@@ -138,9 +138,6 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 	if p != nil {
 		opts.PodSandboxID = p.sandboxID
 	}
-	if p != nil {
-		opts.MaxShares = podMaxShares
-	}
 	guest, err := oci.GuestSpec(spec, opts)
 	if err != nil {
 		return nil, err
@@ -158,7 +155,7 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 	b.withNet = !joining && (guest.NetNS != "" || (guest.HostHooks != nil &&
 		len(guest.HostHooks.CreateRuntime)+len(guest.HostHooks.Prestart) > 0)) //nolint:staticcheck // Prestart is still run
 	b.plan, err = rootfs.Prepare(ctx, r.ID, r.Rootfs, rootfs.Options{
-		MaxDisks:   b.diskBudget(joining),
+		Disks:      b.diskBudget(joining),
 		HostRootfs: filepath.Join(r.Bundle, "rootfs"),
 	})
 	if err != nil {
@@ -167,22 +164,16 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 	return b, nil
 }
 
-// diskBudget is how many disks and shares the container's root may use.
+// diskBudget is how many disks the container's root may use: none when
+// it joins a running VM (its images reach the guest as files in the VM's
+// share), else what the VM has beside its NIC and its share (kept free
+// even when the VM turns out to need no share).
 func (b *bootSpec) diskBudget(joining bool) int {
-	switch {
-	case joining:
-		// The root is built on the host and shared through the pod
-		// directory: an EROFS image is a host mount, not a disk.
-		return hostLayerBudget
-	case b.pod != nil:
-		return vm.MaxDisks - 1 - b.nics() // the pod share
+	if joining {
+		return 0
 	}
-	return vm.MaxDisks - len(b.guest.Shares) - b.nics()
+	return vm.MaxDisks - 1 - b.nics()
 }
-
-// hostLayerBudget bounds the EROFS mounts of a root built on the host;
-// beyond it the bottom layers are flattened, as for disks.
-const hostLayerBudget = 64
 
 func (b *bootSpec) nics() int {
 	if b.withNet {
@@ -199,7 +190,7 @@ func createInGuest(ctx context.Context, sb *sandbox, id string, b *bootSpec) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	_, err = sb.vm.Agent.CreateContainer(ctx, &api.CreateContainerRequest{Id: id, Rootfs: b.mounts(), Spec: specJSON})
+	_, err = sb.vm.Agent.CreateContainer(ctx, &api.CreateContainerRequest{Id: id, Rootfs: b.plan.Mounts, Spec: specJSON})
 	if err != nil {
 		return fmt.Errorf("create container in the VM: %w", errgrpc.ToNative(err))
 	}

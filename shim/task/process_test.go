@@ -2,7 +2,6 @@ package task
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -43,13 +42,5 @@ func TestProcessLifecycle(t *testing.T) {
 	p.setPaused(true)
 	if st, _, _, _ := p.state(); st != task.Status_STOPPED {
 		t.Fatalf("a stopped process was paused: %v", st)
-	}
-}
-
-func TestStageDirs(t *testing.T) {
-	got := stageDirs("/run/msb/host/x", []string{"/b/rootfs", "/run/msb/host/x/layers/2", "/run/msb/host/x/layers/1", "/run/msb/host/x/rw"})
-	want := []string{"/run/msb/host/x/layers/2", "/run/msb/host/x/layers/1", "/run/msb/host/x/layers", "/run/msb/host/x/rw", "/run/msb/host/x"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("stageDirs = %v, want %v", got, want)
 	}
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/rootfs"
+	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/shim/portfwd"
+	"github.com/msb-runtime/msb/shim/sharedir"
 	"github.com/msb-runtime/msb/shim/state"
 	"github.com/msb-runtime/msb/vm"
 )
@@ -36,6 +37,9 @@ type sandbox struct {
 	netns string
 	// pod is the CRI pod the VM runs, nil for a lone container.
 	pod *pod
+	// share is the directory the VM's share serves; nil when the VM has
+	// none (a lone container without binds, its root all on disks).
+	share *sharedir.Dir
 	// stopping is set before the shim ends the VM on purpose, so its end
 	// is not mistaken for a crash.
 	stopping atomic.Bool
@@ -58,26 +62,17 @@ type bootSpec struct {
 	withNet bool
 	netns   string
 	pod     *pod
-	// preMounts come first in the container's guest mount plan.
-	preMounts []*api.Mount
 }
 
-// shares are the host directories the container's root and binds need.
-func (b *bootSpec) shares() []vm.Share {
-	return append(append([]vm.Share{}, b.guest.Shares...), b.plan.Shares...)
+// exports are what the container needs in the VM's share: its binds and
+// what of its root is not on disks.
+func (b *bootSpec) exports() []share.Export {
+	return append(append([]share.Export{}, b.guest.Exports...), b.plan.Exports...)
 }
 
-// ownRoot says whether sh is the container's root that the shim mounted
-// itself (in its own mount namespace), rather than a host directory.
-func (b *bootSpec) ownRoot(sh vm.Share) bool {
-	return slices.ContainsFunc(b.plan.Shares, func(r vm.Share) bool { return r.Tag == sh.Tag })
-}
-
-// mounts is the container's guest mount plan; the last target is its root.
-func (b *bootSpec) mounts() []*api.Mount {
-	ms := append([]*api.Mount{}, b.preMounts...)
-	return append(append(ms, b.guest.Mounts...), b.plan.Mounts...)
-}
+// needsShare says whether the VM needs a share: a pod's later containers
+// come through it, as does anything a container exports.
+func (b *bootSpec) needsShare() bool { return b.pod != nil || len(b.exports()) > 0 }
 
 // startSandbox mounts what the root needs on the host, boots the VM and
 // records both in the bundle so a "shim delete" can undo them after a
@@ -105,9 +100,17 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	if err := b.plan.MountHost(ctx); err != nil {
 		return nil, err
 	}
-	shares, err := vmShares(b, st, filepath.Join(readOnlyRoot, filepath.Base(sb.runDir)))
-	if err != nil {
-		return nil, err
+	var shares []vm.Share
+	if b.needsShare() {
+		sd, err := createShare(b.bundle, filepath.Join(shareRoot, filepath.Base(sb.runDir)), st)
+		if err != nil {
+			return nil, err
+		}
+		sb.share = sd
+		if err := exportAll(b, sd, st); err != nil {
+			return nil, err
+		}
+		shares = []vm.Share{{Tag: share.Tag, Path: sd.Served()}}
 	}
 	if err := sb.addNetwork(b, st); err != nil {
 		return nil, err
@@ -120,7 +123,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 		VCPUs:       b.size.VCPUs,
 		MemoryMiB:   b.size.MemoryMiB,
 		Kernel:      cfg.kernel(),
-		KernelArgs:  cfg.KernelArgs,
+		KernelArgs:  kernelArgs(cfg, shares),
 		BootDisk:    cfg.bootDisk(),
 		Disks:       b.plan.Disks,
 		Shares:      shares,
@@ -148,60 +151,34 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	return sb, nil
 }
 
-// readOnlyRoot holds, per VM, the read-only binds its read-only shares are
-// served from.
-const readOnlyRoot = "/run/msb/ro"
+// shareRoot holds, per VM, the directory its share serves (sharedir).
+const shareRoot = "/run/msb/share"
 
-// vmShares are the VM's virtio-fs shares: the container's own (read-only
-// ones through guardReadOnly's binds in roDir), or for a CRI pod the pod
-// directory alone, with the container's shares bound under it.
-func vmShares(b *bootSpec, st *state.State, roDir string) ([]vm.Share, error) {
-	if b.pod == nil {
-		return guardReadOnly(b, roDir, st)
-	}
-	dir := b.pod.dir()
-	st.Dirs = append(st.Dirs, dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create the pod directory: %w", err)
-	}
-	if err := throughPod(b, b.id, st); err != nil {
+// createShare makes the VM's share directory at base, recording its mounts
+// and directories in st first so that they are undone.
+func createShare(bundle, base string, st *state.State) (*sharedir.Dir, error) {
+	sd := sharedir.New(base)
+	st.HostMounts = append(st.HostMounts, sd.Mounts()...)
+	st.Dirs = append(st.Dirs, sd.Dirs()...)
+	if err := state.Write(bundle, st); err != nil {
 		return nil, err
 	}
-	b.preMounts = []*api.Mount{b.pod.mount()}
-	return []vm.Share{b.pod.share()}, nil
+	if err := os.MkdirAll(shareRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("create %s: %w", shareRoot, err)
+	}
+	if err := sd.Create(); err != nil {
+		return nil, err
+	}
+	return sd, nil
 }
 
-// guardReadOnly serves each read-only share from a bind of it in dir that
-// is read-only all the way down: QEMU 7.2's virtiofsd has no read-only
-// export, and the guest, which is not trusted, must not be able to write
-// where its own mount is read-only. An idmapped share is served from an
-// idmapped bind there too, and one that follows the host's mounts from a
-// slave copy of the host's tree. Each bind is recorded in st first, so it is
-// undone.
-func guardReadOnly(b *bootSpec, dir string, st *state.State) ([]vm.Share, error) {
-	out := b.shares()
-	for i, sh := range out {
-		if !sh.ReadOnly && !sh.ReadOnlyTop && sh.UIDMap == "" && !sh.FollowHost {
-			continue
-		}
-		if !slices.Contains(st.Dirs, dir) {
-			st.Dirs = append(st.Dirs, dir)
-		}
-		target := filepath.Join(dir, sh.Tag)
-		st.HostMounts = append(st.HostMounts, target)
-		st.Dirs = append([]string{target}, st.Dirs...)
-		if err := state.Write(b.bundle, st); err != nil {
-			return nil, err
-		}
-		if err := bindHost(sh, target, !b.ownRoot(sh)); err != nil {
-			return nil, err
-		}
-		if err := mirrorSubmounts(b, sh, target); err != nil {
-			return nil, err
-		}
-		out[i].Path = target
+// kernelArgs has the agent mount the VM's share at boot, if it has one.
+func kernelArgs(cfg Config, shares []vm.Share) []string {
+	args := slices.Clone(cfg.KernelArgs)
+	if len(shares) > 0 {
+		args = append(args, share.KernelArg)
 	}
-	return out, nil
+	return args
 }
 
 // addNetwork makes the network namespace (unless CRI gave one) and the
@@ -286,7 +263,11 @@ func (sb *sandbox) releaseSandboxContainer(ctx context.Context) {
 		log.G(ctx).WithError(err).Warn("sandbox container cleanup")
 		return
 	}
-	own, vm := st.Split(sb.pod.dir())
+	var keep []string
+	if sb.share != nil {
+		keep = append(sb.share.Mounts(), sb.share.Dirs()...)
+	}
+	own, vm := st.Split(keep...)
 	sb.vmState = vm
 	if err := own.Cleanup(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("sandbox container cleanup")

@@ -6,27 +6,26 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/shim/mountns"
-	"github.com/msb-runtime/msb/vm"
 )
 
-// mirrorSubmounts gives the guest the host's submounts of a share that is
-// read-only at the top only (binds "ro" without "rro", runc's non-recursive
-// read-only bind). In the guest the share is one virtio-fs mount, so a
-// read-only bind of it would make what lies on the submounts read-only
-// too; each bind from the share is followed by a bind of each submount
-// below its source, with that submount's own read-only flag. hostCopy is
-// where the shim attached its copy of the share's tree.
-func mirrorSubmounts(b *bootSpec, sh vm.Share, hostCopy string) error {
-	if !sh.ReadOnlyTop || b.guest.Spec == nil {
+// mirrorSubmounts gives the guest the host's submounts of a directory
+// export that is read-only at the top only (a bind "ro" without "rro",
+// runc's non-recursive read-only bind). In the guest the share is one
+// virtio-fs mount, so a read-only bind of the export would make what lies
+// on the submounts read-only too; each bind from the export is followed by
+// a bind of each submount below its source, with that submount's own
+// read-only flag. hostCopy is where the shim bound the export.
+func mirrorSubmounts(b *bootSpec, e share.Export, hostCopy string) error {
+	if !e.Dir || !e.Recursive || !e.ReadOnly || e.RecursiveReadOnly || b.guest.Spec == nil {
 		return nil
 	}
 	subs, err := mountns.Submounts(hostCopy)
 	if err != nil || len(subs) == 0 {
 		return err
 	}
-	b.guest.Spec.Mounts = withSubmounts(b.guest.Spec.Mounts, path.Join(oci.SharesDir(b.id), sh.Tag), subs)
+	b.guest.Spec.Mounts = withSubmounts(b.guest.Spec.Mounts, share.GuestPath(b.id, e.Name), subs)
 	return nil
 }
 

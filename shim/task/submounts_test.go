@@ -9,16 +9,16 @@ import (
 	"github.com/msb-runtime/msb/shim/mountns"
 )
 
-// TestWithSubmounts: a read-only bind from a share whose host tree has
+// TestWithSubmounts: a read-only bind from an export whose host tree has
 // submounts is followed by binds of those below its source, with their own
 // flags; other mounts are left alone.
 func TestWithSubmounts(t *testing.T) {
-	root := "/run/msb/c/c1/shares/vol-1"
+	root := "/run/msb/share/c1/m1"
 	mounts := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc"},
 		{Destination: "/mnt", Type: "bind", Source: root, Options: []string{"rbind", "ro"}},
 		{Destination: "/sub", Type: "bind", Source: root + "/a", Options: []string{"rbind", "ro"}},
-		{Destination: "/other", Type: "bind", Source: "/run/msb/c/c1/shares/vol-2", Options: []string{"rbind", "ro"}},
+		{Destination: "/other", Type: "bind", Source: "/run/msb/share/c1/m2", Options: []string{"rbind", "ro"}},
 	}
 	subs := []mountns.Submount{{Rel: "tmpfs"}, {Rel: "a/b", ReadOnly: true}}
 	got := withSubmounts(mounts, root, subs)

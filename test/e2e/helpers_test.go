@@ -635,7 +635,7 @@ func vmms(ps []proc, underShim int) []proc {
 // holds one string per thing.
 type hostState struct {
 	Mounts    []string // mount points under containerd's root or state, or msb's /run/msb
-	MSBDirs   []string // VM run directories and pod share directories under /run/msb
+	MSBDirs   []string // VM run and share directories under /run/msb
 	Sockets   []string // shim sockets (msb only: a killed runc shim leaves its socket)
 	Loops     []string // `losetup -a` lines whose backing file is under them
 	Shims     []string // our runtime's shims for our namespace
@@ -683,7 +683,7 @@ func captureHostState(t *testing.T) hostState {
 			s.Sockets = append(s.Sockets, e.Name())
 		}
 	}
-	for _, d := range []string{"/run/msb/vm", "/run/msb/pods", "/run/msb/ro", "/run/msb/host"} {
+	for _, d := range []string{"/run/msb/vm", "/run/msb/share", "/run/msb/pods", "/run/msb/ro", "/run/msb/host"} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
 			s.MSBDirs = append(s.MSBDirs, filepath.Join(d, e.Name()))

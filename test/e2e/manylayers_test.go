@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
-// manyLayers is far more layers than a VM has disk slots: msb must merge
-// them (rootfs/merge.go) for the container to boot at all.
+// manyLayers is far more layers than a VM has disk slots: those beyond
+// them reach the guest as files in the VM's share, which the guest kernel
+// mounts (no flattening, nothing mounted on the host).
 const manyLayers = 100
 
 // TestManyLayers runs an image of 100 layers: busybox at the bottom, then
@@ -38,10 +41,20 @@ func TestManyLayers(t *testing.T) {
 	mustCtr(t, "images", "import", "--snapshotter", "erofs", out)
 	t.Cleanup(func() { ctr(t, "images", "rm", "--sync", ref) })
 
-	r := runCtr(t, nil, ref, newID(t), "sh", "-c", "ls /layers | wc -l; cat /top; ls / | grep -c gone-")
+	id := newID(t)
+	runDetached(t, ref, id, "sleep", "300")
+	r := ctr(t, "task", "exec", "--exec-id", "check", id, "sh", "-c", "ls /layers | wc -l; cat /top; ls / | grep -c gone-")
 	want := fmt.Sprintf("%d\n%d\n1\n", manyLayers-1, manyLayers-1)
 	if r.Code != 0 || r.Stdout != want {
 		t.Fatalf("want %q (layer files, top layer, one surviving gone-file): %s", want, r)
+	}
+	if isMSB() {
+		shim := shimPID(t, id)
+		for _, pid := range append([]int{shim}, vmPIDs(shim)...) {
+			if m := imageMounts(t, pid); len(m) > 0 {
+				t.Errorf("process %d's mount namespace holds image mounts:\n  %s", pid, strings.Join(m, "\n  "))
+			}
+		}
 	}
 }
 
@@ -105,4 +118,19 @@ func writeLayer(path string, i int) error {
 		return err
 	}
 	return f.Close()
+}
+
+// vmPIDs are the shim's descendants (the VMM and its helpers).
+func vmPIDs(shim int) []int {
+	var out []int
+	ps := procs()
+	for changed := true; changed; {
+		changed = false
+		for _, p := range ps {
+			if (p.ppid == shim || slices.Contains(out, p.ppid)) && !slices.Contains(out, p.pid) {
+				out, changed = append(out, p.pid), true
+			}
+		}
+	}
+	return out
 }

@@ -3,15 +3,10 @@
 package e2e
 
 import (
-	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // The tests here are about the VM around each container; runc has none.
@@ -81,55 +76,4 @@ func TestShimKilled(t *testing.T) {
 		t.Errorf("task %s still listed", id)
 	}
 	checkNoLeaks(t, before) // shims and VMMs included
-}
-
-// TestReadOnlyBindOnHost: the guest is not trusted, so a read-only bind
-// mount must be read-only on the host side of the VM too, not only in the
-// guest's mount table: virtiofsd serves it from a read-only bind.
-func TestReadOnlyBindOnHost(t *testing.T) {
-	skipUnlessMSB(t, "runc has no virtiofsd")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("from the host\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	id := newID(t)
-	before := captureHostState(t)
-	if r := ctr(t, append([]string{"run", "-d", "--runtime", runtimeName, "--snapshotter", "erofs",
-		"--mount", "type=bind,src=" + dir + ",dst=/mnt,options=rbind:ro"}, busybox, id, "sleep", "300")...); r.Code != 0 {
-		t.Fatalf("%v", r)
-	}
-	if r := ctr(t, "task", "exec", "--exec-id", "w", id, "sh", "-c", "cat /mnt/in.txt; echo x >/mnt/out.txt"); r.Stdout != "from the host\n" || r.Code == 0 {
-		t.Fatalf("read-only bind in the container: want the file and a failed write, got %v", r)
-	}
-	// virtiofsd runs in the shim's mount namespace and chroots into what
-	// it serves: its /proc/PID/root is the served directory as it sees it.
-	served, pid := "", 0
-	for _, p := range procs() {
-		if _, src, ok := strings.Cut(p.cmdline, "source="); ok && p.exe != "ctr" {
-			src, _, _ = strings.Cut(src, " ")
-			root := fmt.Sprintf("/proc/%d/root", p.pid)
-			if b, err := os.ReadFile(filepath.Join(root, "in.txt")); err == nil && string(b) == "from the host\n" {
-				served, pid = src, p.pid
-			}
-		}
-	}
-	if served == "" || served == dir {
-		t.Fatalf("virtiofsd should serve the bind from a read-only bind of it, not %q", served)
-	}
-	root := fmt.Sprintf("/proc/%d/root", pid)
-	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
-		t.Fatalf("%s is not a read-only mount: flags %#x, %v", served, st.Flags, err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "out.txt"), nil, 0o644); !errors.Is(err, unix.EROFS) {
-		t.Fatalf("write through the served directory: %v, want EROFS", err)
-	}
-	// The bind is the shim's own: the host's mount table does not show it.
-	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), " "+served+" ") {
-		t.Fatalf("the shim's bind %s is in the host's mount namespace", served)
-	}
-	if err := removeContainer(id); err != nil {
-		t.Fatal(err)
-	}
-	checkNoLeaks(t, before)
 }

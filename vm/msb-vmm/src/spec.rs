@@ -145,6 +145,14 @@ impl Spec {
                     s.tag, s.path
                 ));
             }
+            if s.read_only {
+                // msb_krun's virtio-fs has no read-only export: the runtime
+                // serves what must be read-only from read-only host mounts.
+                errs.push(format!(
+                    "share {:?}: read_only cannot be enforced by libkrun's virtio-fs",
+                    s.tag
+                ));
+            }
         }
         if errs.is_empty() {
             Ok(())
@@ -259,7 +267,7 @@ mod tests {
         );
         assert_eq!(
             (s.shares[0].tag.as_str(), s.shares[0].read_only),
-            ("vol0", true)
+            ("vol0", false)
         );
         assert_eq!(s.agent_socket, Path::new("/run/msb/sb1/agent.sock"));
         assert_eq!(s.console_log, Path::new("/run/msb/sb1/console.log"));
@@ -354,6 +362,10 @@ mod tests {
                 read_only: false
             })),
             r#"share tag "vol0" is used twice"#
+        );
+        assert_eq!(
+            errors(|s| s.shares[0].read_only = true),
+            r#"share "vol0": read_only cannot be enforced by libkrun's virtio-fs"#
         );
         assert_eq!(
             errors(|s| {

@@ -53,15 +53,6 @@ pub fn build(spec: &Spec, init: &str, agent_fd: RawFd) -> msb_krun::Result<Vm> {
         });
     }
     for s in &spec.shares {
-        // msb_krun 0.1.42's virtio-fs has no read-only option (FsBuilder: tag,
-        // path, shm_size; FsDeviceConfig has none either): a read_only share is
-        // exported writable and only the guest's read-only mount protects it.
-        if s.read_only {
-            log::warn!(
-                "share {:?}: read_only is enforced by the guest mount only",
-                s.tag
-            );
-        }
         b = b.fs(|f| f.tag(&s.tag).path(&s.path));
     }
     if let Some(net) = &spec.net {
