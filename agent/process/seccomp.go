@@ -16,7 +16,8 @@ import (
 // the start before anything is forked) into a classic BPF program that the
 // setup stage installs with seccomp(2) right before execve. There is no cgo
 // and so no libseccomp: the syscall tables and action values come from
-// github.com/elastic/go-seccomp-bpf, and the program is emitted here with
+// github.com/elastic/go-seccomp-bpf (its x32 table corrected, see
+// seccomp_tables.go), and the program is emitted here with
 // golang.org/x/net/bpf. The library's own Policy assembler is not used: it
 // cannot express several architectures in one filter, a bad-architecture
 // action or SCMP_CMP_MASKED_EQ, and after a failed argument condition it
@@ -79,6 +80,8 @@ const badArchAction = uint32(seccompbpf.ActionKillProcess)
 type abi struct {
 	specArch specs.Arch
 	info     *arch.Info
+	// names is the ABI's syscall table (see seccomp_tables.go).
+	names syscallTable
 	// x32Bit says how the syscall number's X32 bit selects this ABI among
 	// those sharing its audit arch: 0 does not look, +1 requires it, -1
 	// requires it clear.
@@ -91,20 +94,30 @@ const x32SyscallBit = 0x40000000
 
 // abisFor lists the ABIs a GOARCH can run, the native one first.
 func abisFor(goarch string) ([]abi, error) {
+	var abis []abi
 	switch goarch {
 	case "amd64":
-		return []abi{
-			{specs.ArchX86_64, arch.X86_64, -1, true},
-			{specs.ArchX32, arch.X32, +1, false},
-			{specs.ArchX86, arch.I386, 0, false},
-		}, nil
+		abis = []abi{
+			{specArch: specs.ArchX86_64, info: arch.X86_64, x32Bit: -1, wide: true},
+			{specArch: specs.ArchX32, info: arch.X32, x32Bit: +1},
+			{specArch: specs.ArchX86, info: arch.I386},
+		}
 	case "arm64":
-		return []abi{
-			{specs.ArchAARCH64, arch.AARCH64, 0, true},
-			{specs.ArchARM, arch.ARM, 0, false},
-		}, nil
+		abis = []abi{
+			{specArch: specs.ArchAARCH64, info: arch.AARCH64, wide: true},
+			{specArch: specs.ArchARM, info: arch.ARM},
+		}
+	default:
+		return nil, fmt.Errorf("seccomp is not supported on %s", goarch)
 	}
-	return nil, fmt.Errorf("seccomp is not supported on %s", goarch)
+	tables, err := syscallTables()
+	if err != nil {
+		return nil, err
+	}
+	for i := range abis {
+		abis[i].names = tables[abis[i].info.Name]
+	}
+	return abis, nil
 }
 
 // compileSeccomp compiles the profile for this machine; nil installs
@@ -320,7 +333,7 @@ func abiRules(a abi, rules []seccompRule) []bpf.Instruction {
 	}
 	for _, r := range rules {
 		for _, name := range r.names {
-			num, ok := a.info.SyscallNames[name]
+			num, ok := a.names[name]
 			if !ok {
 				continue // unknown for this ABI
 			}

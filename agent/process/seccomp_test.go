@@ -48,7 +48,11 @@ func i386(name string, args ...uint64) call { return mkCall(arch.I386, name, arg
 func x32(name string, args ...uint64) call  { return mkCall(arch.X32, name, args) }
 
 func mkCall(a *arch.Info, name string, args []uint64) call {
-	nr, ok := a.SyscallNames[name]
+	tables, err := syscallTables()
+	if err != nil {
+		panic(err)
+	}
+	nr, ok := tables[a.Name][name]
 	if !ok {
 		panic(name + " unknown for " + a.Name)
 	}
