@@ -76,3 +76,26 @@ func invertSyscalls(nrs map[int]string) (syscallTable, error) {
 	}
 	return out, nil
 }
+
+// multiplexedCall is a call reached through a multiplexer: the syscall
+// nr with op in its first argument.
+type multiplexedCall struct{ nr, op uint32 }
+
+// i386Multiplexed are the i386 calls that socketcall(2) (102) and ipc(2)
+// (117) also make, with their SYS_* (linux/net.h) and IPC operation
+// (linux/ipc.h) numbers. Some have no call of their own on i386 (accept,
+// send, recv, semop, semtimedop); the others got one in Linux 4.3 (socket
+// calls) and 5.1 (IPC calls), but the multiplexers remain. A rule for one
+// of them also applies to its multiplexer, as with libseccomp, so that
+// denying socket(2) cannot be bypassed through socketcall(2).
+var i386Multiplexed = map[string]multiplexedCall{
+	"socket": {102, 1}, "bind": {102, 2}, "connect": {102, 3}, "listen": {102, 4},
+	"accept": {102, 5}, "getsockname": {102, 6}, "getpeername": {102, 7},
+	"socketpair": {102, 8}, "send": {102, 9}, "recv": {102, 10}, "sendto": {102, 11},
+	"recvfrom": {102, 12}, "shutdown": {102, 13}, "setsockopt": {102, 14},
+	"getsockopt": {102, 15}, "sendmsg": {102, 16}, "recvmsg": {102, 17},
+	"accept4": {102, 18}, "recvmmsg": {102, 19}, "sendmmsg": {102, 20},
+	"semop": {117, 1}, "semget": {117, 2}, "semctl": {117, 3}, "semtimedop": {117, 4},
+	"msgsnd": {117, 11}, "msgrcv": {117, 12}, "msgget": {117, 13}, "msgctl": {117, 14},
+	"shmat": {117, 21}, "shmdt": {117, 22}, "shmget": {117, 23}, "shmctl": {117, 24},
+}
