@@ -3,6 +3,7 @@ package process
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"unsafe"
 
 	seccompbpf "github.com/elastic/go-seccomp-bpf"
@@ -16,7 +17,8 @@ import (
 // the start before anything is forked) into a classic BPF program that the
 // setup stage installs with seccomp(2) right before execve. There is no cgo
 // and so no libseccomp: the syscall tables and action values come from
-// github.com/elastic/go-seccomp-bpf, and the program is emitted here with
+// github.com/elastic/go-seccomp-bpf (its x32 table corrected, see
+// seccomp_tables.go), and the program is emitted here with
 // golang.org/x/net/bpf. The library's own Policy assembler is not used: it
 // cannot express several architectures in one filter, a bad-architecture
 // action or SCMP_CMP_MASKED_EQ, and after a failed argument condition it
@@ -38,10 +40,20 @@ import (
 //     (i386) and SCMP_ARCH_X32, on arm64 SCMP_ARCH_ARM; the rest are ignored.
 //     A call from an architecture (or, on amd64, an ABI: x32) that is not in
 //     the filter kills the process. libseccomp's default for that is to kill
-//     the thread; the process is the cleaner thing to kill.
+//     the thread; the process is the cleaner thing to kill. On amd64 the
+//     number -1, which a tracer sets to skip a call, is taken as an x86_64
+//     call, not an x32 one (as libseccomp does): it gets the default action.
 //   - Syscall names unknown for an architecture are skipped for it, as runc
 //     does for names libseccomp does not know.
+//   - On i386 a rule for a socket or IPC call (socket, accept, send, shmget,
+//     semop, ...) also applies to socketcall(2) or ipc(2) with that call's
+//     number as first argument, its own conditions on the first argument
+//     dropped, as libseccomp does: denying socket(2) is not bypassed through
+//     socketcall(2).
 //   - Rules are matched in the profile's order, the first match deciding.
+//     libseccomp orders rules for one call that overlap with different
+//     actions its own way (an unconditional rule overrides conditional
+//     ones, whatever the order); the default profiles have no such rules.
 //     Rules whose action is the default action are dropped (libseccomp
 //     refuses them, and runc skips them), so they cannot shadow later ones.
 //   - Argument conditions of a rule must all hold (AND), except when an
@@ -79,32 +91,49 @@ const badArchAction = uint32(seccompbpf.ActionKillProcess)
 type abi struct {
 	specArch specs.Arch
 	info     *arch.Info
+	// names is the ABI's syscall table (see seccomp_tables.go).
+	names syscallTable
 	// x32Bit says how the syscall number's X32 bit selects this ABI among
 	// those sharing its audit arch: 0 does not look, +1 requires it, -1
 	// requires it clear.
 	x32Bit int
 	// wide ABIs have 64-bit arguments; the others' are compared in 32 bits.
 	wide bool
+	// multiplexed are the calls the ABI also has behind a multiplexer.
+	multiplexed map[string]multiplexedCall
 }
 
 const x32SyscallBit = 0x40000000
 
+// skippedSyscall is the number -1, which a tracer sets to skip a call.
+const skippedSyscall = 0xffffffff
+
 // abisFor lists the ABIs a GOARCH can run, the native one first.
 func abisFor(goarch string) ([]abi, error) {
+	var abis []abi
 	switch goarch {
 	case "amd64":
-		return []abi{
-			{specs.ArchX86_64, arch.X86_64, -1, true},
-			{specs.ArchX32, arch.X32, +1, false},
-			{specs.ArchX86, arch.I386, 0, false},
-		}, nil
+		abis = []abi{
+			{specArch: specs.ArchX86_64, info: arch.X86_64, x32Bit: -1, wide: true},
+			{specArch: specs.ArchX32, info: arch.X32, x32Bit: +1},
+			{specArch: specs.ArchX86, info: arch.I386, multiplexed: i386Multiplexed},
+		}
 	case "arm64":
-		return []abi{
-			{specs.ArchAARCH64, arch.AARCH64, 0, true},
-			{specs.ArchARM, arch.ARM, 0, false},
-		}, nil
+		abis = []abi{
+			{specArch: specs.ArchAARCH64, info: arch.AARCH64, wide: true},
+			{specArch: specs.ArchARM, info: arch.ARM},
+		}
+	default:
+		return nil, fmt.Errorf("seccomp is not supported on %s", goarch)
 	}
-	return nil, fmt.Errorf("seccomp is not supported on %s", goarch)
+	tables, err := syscallTables()
+	if err != nil {
+		return nil, err
+	}
+	for i := range abis {
+		abis[i].names = tables[abis[i].info.Name]
+	}
+	return abis, nil
 }
 
 // compileSeccomp compiles the profile for this machine; nil installs
@@ -283,8 +312,10 @@ func abiSection(a abi, rules []seccompRule, def uint32) []bpf.Instruction {
 	var body []bpf.Instruction
 	body = append(body, loadNR())
 	switch a.x32Bit {
-	case -1: // X32 calls go on to the next section
-		body = append(body, bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32SyscallBit, SkipTrue: 0, SkipFalse: 1}, nil)
+	case -1: // X32 calls go on to the next section, -1 does not
+		body = append(body,
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: skippedSyscall, SkipTrue: 2},
+			bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32SyscallBit, SkipTrue: 0, SkipFalse: 1}, nil)
 	case +1:
 		body = append(body, bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32SyscallBit, SkipTrue: 1, SkipFalse: 0}, nil)
 	}
@@ -320,26 +351,50 @@ func abiRules(a abi, rules []seccompRule) []bpf.Instruction {
 	}
 	for _, r := range rules {
 		for _, name := range r.names {
-			num, ok := a.info.SyscallNames[name]
-			if !ok {
-				continue // unknown for this ABI
-			}
-			nr := uint32(num) | uint32(a.info.SeccompMask)
-			if len(r.alts) == 1 && len(r.alts[0]) == 0 {
-				if len(run) > 0 && runAction != r.action {
+			if num, ok := a.names[name]; ok { // else unknown for this ABI
+				nr := uint32(num) | uint32(a.info.SeccompMask)
+				if len(r.alts) == 1 && len(r.alts[0]) == 0 {
+					if len(run) > 0 && runAction != r.action {
+						flush()
+					}
+					runAction = r.action
+					run = append(run, nr)
+				} else {
 					flush()
+					for _, alt := range r.alts {
+						out = append(out, condBlock(nr, alt, r.action, a.wide)...)
+					}
 				}
-				runAction = r.action
-				run = append(run, nr)
-				continue
 			}
-			flush()
-			for _, alt := range r.alts {
-				out = append(out, condBlock(nr, alt, r.action, a.wide)...)
+			if m, ok := a.multiplexed[name]; ok {
+				flush()
+				for _, alt := range multiplexedAlts(r.alts, m.op) {
+					out = append(out, condBlock(m.nr, alt, r.action, a.wide)...)
+				}
 			}
 		}
 	}
 	flush()
+	return out
+}
+
+// multiplexedAlts are a rule's alternatives for the multiplexer: the
+// first argument selects the call, the conditions on it are replaced by
+// that (as libseccomp does; the call's own arguments are in memory, out
+// of the filter's reach), those on the others are kept.
+func multiplexedAlts(alts [][]specs.LinuxSeccompArg, op uint32) [][]specs.LinuxSeccompArg {
+	var out [][]specs.LinuxSeccompArg
+	for _, alt := range alts {
+		m := []specs.LinuxSeccompArg{{Index: 0, Value: uint64(op), Op: specs.OpEqualTo}}
+		for _, c := range alt {
+			if c.Index != 0 {
+				m = append(m, c)
+			}
+		}
+		if !slices.ContainsFunc(out, func(o []specs.LinuxSeccompArg) bool { return slices.Equal(o, m) }) {
+			out = append(out, m)
+		}
+	}
 	return out
 }
 

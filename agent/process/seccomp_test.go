@@ -48,7 +48,11 @@ func i386(name string, args ...uint64) call { return mkCall(arch.I386, name, arg
 func x32(name string, args ...uint64) call  { return mkCall(arch.X32, name, args) }
 
 func mkCall(a *arch.Info, name string, args []uint64) call {
-	nr, ok := a.SyscallNames[name]
+	tables, err := syscallTables()
+	if err != nil {
+		panic(err)
+	}
+	nr, ok := tables[a.Name][name]
 	if !ok {
 		panic(name + " unknown for " + a.Name)
 	}
@@ -438,5 +442,58 @@ func TestSeccompConfigRoundTrip(t *testing.T) {
 	c, _ := json.Marshal(out.Seccomp)
 	if string(a) != string(c) || len(out.Seccomp.Program) == 0 {
 		t.Fatalf("seccomp filter changed: %s vs %s", a, c)
+	}
+}
+
+// A tracer skips a call by setting its number to -1, and the kernel runs
+// the filter again on that: it is not an x32 call, whatever the filter
+// covers (libseccomp's filters do the same).
+func TestSeccompSkippedSyscall(t *testing.T) {
+	skipped := call{arch: uint32(arch.X86_64.ID), nr: skippedSyscall}
+	s := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"read"}, Action: specs.ActAllow}}}
+	f := compileVM(t, s)
+	f.expect(skipped, retErrno|uint32(unix.EPERM))
+	f.expect(x32("read"), retKillProcess) // x32 is not covered
+	s.Architectures = []specs.Arch{specs.ArchX32}
+	compileVM(t, s).expect(skipped, retErrno|uint32(unix.EPERM))
+	compileVM(t, denyHostname()).expect(skipped, retAllow)
+}
+
+// On i386, socket and IPC calls are also made through socketcall(2) and
+// ipc(2), the call's number in the first argument: a rule for the call
+// applies there too, its conditions on the first argument replaced.
+func TestSeccompI386Multiplexers(t *testing.T) {
+	s := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{specs.ArchX86},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"socket"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.AF_VSOCK, Op: specs.OpEqualTo}}},
+			{Names: []string{"accept", "send", "shmget"}, Action: specs.ActKillProcess},
+			{Names: []string{"connect"}, Action: specs.ActTrap, Args: []specs.LinuxSeccompArg{{Index: 2, Value: 16, Op: specs.OpEqualTo}}},
+		}}
+	f := compileVM(t, s)
+	socketcall := func(args ...uint64) call { return i386("socketcall", args...) }
+	eperm := retErrno | uint32(unix.EPERM)
+	for _, c := range []struct {
+		c    call
+		want uint32
+	}{
+		{i386("socket", unix.AF_VSOCK), eperm},
+		{i386("socket", unix.AF_INET), retAllow},
+		{socketcall(1), eperm}, // SYS_SOCKET: the domain is in memory
+		{socketcall(2), retAllow},
+		{socketcall(5), retKillProcess}, // SYS_ACCEPT: i386 has no accept(2)
+		{socketcall(9), retKillProcess}, // SYS_SEND
+		{socketcall(3, 0, 16), unix.SECCOMP_RET_TRAP},
+		{socketcall(3, 0, 15), retAllow},
+		{i386("connect", 0, 0, 16), unix.SECCOMP_RET_TRAP},
+		{i386("ipc", 23), retKillProcess}, // SHMGET
+		{i386("shmget"), retKillProcess},
+		{i386("ipc", 22), retAllow},
+		// Not on the other ABIs.
+		{x86("socket", unix.AF_VSOCK), eperm},
+		{x86("accept"), retKillProcess},
+		{call{arch: uint32(arch.X86_64.ID), nr: 102, args: [6]uint64{1}}, retAllow},
+	} {
+		f.expect(c.c, c.want)
 	}
 }
