@@ -81,9 +81,10 @@ func (c *Container) group() (*cgroup.Group, error) {
 // setDevices installs the container's device controller, built from the
 // spec as runc builds it, in its new cgroup: before its init or any exec
 // joins it. Without it a container with CAP_MKNOD opens the VM's disks and
-// consoles. It cannot take it off: detaching needs the program (only
-// CAP_SYS_ADMIN gets one by id) and bpf(2) rights over a group it sees only
-// read-only, and the programs a group below its own gets run as well.
+// consoles. It cannot take it off: a program attached with
+// BPF_F_ALLOW_MULTI is detached only by naming it, and only CAP_SYS_ADMIN
+// gets a program by id; one it attaches to a group below its own runs in
+// addition, and any program denying is a denial.
 func (c *Container) setDevices() error {
 	if c.cgroup == nil {
 		return nil
