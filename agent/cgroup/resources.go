@@ -13,8 +13,9 @@ import (
 )
 
 // Settings converts the OCI resources the guest honours into cgroup v2 file
-// writes (file name → value). Devices, block I/O weights, hugepages, network
-// and RDMA are left out: the VM's own sizing is the hard limit.
+// writes (file name → value). Block I/O weights, hugepages, network and RDMA
+// are left out: the VM's own sizing is the hard limit. Devices are no file
+// write in v2: DeviceRules and Group.SetDevices install them.
 func Settings(r *specs.LinuxResources) map[string]string {
 	s := map[string]string{}
 	if r == nil {

@@ -78,6 +78,35 @@ func (c *Container) group() (*cgroup.Group, error) {
 	return c.cgroup, nil
 }
 
+// setDevices installs the container's device controller, built from the
+// spec as runc builds it, in its new cgroup: before its init or any exec
+// joins it. Without it a container with CAP_MKNOD opens the VM's disks and
+// consoles. It cannot take it off: a program attached with
+// BPF_F_ALLOW_MULTI is detached only by naming it, and only CAP_SYS_ADMIN
+// gets a program by id; one it attaches to a group below its own runs in
+// addition, and any program denying is a denial.
+func (c *Container) setDevices() error {
+	if c.cgroup == nil {
+		return nil
+	}
+	var rules []specs.LinuxDeviceCgroup
+	var nodes []specs.LinuxDevice
+	if l := c.spec.Linux; l != nil {
+		nodes = l.Devices
+		if l.Resources != nil {
+			rules = l.Resources.Devices
+		}
+	}
+	dr, err := cgroup.DeviceRules(rules, nodes)
+	if err == nil {
+		err = c.cgroup.SetDevices(dr)
+	}
+	if err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
 // Stats reads the metrics of the container's cgroup.
 func (c *Container) Stats() (*stats.Metrics, error) {
 	g, err := c.group()

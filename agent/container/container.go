@@ -107,6 +107,9 @@ func Create(ctx context.Context, cfg Config, id string, plan []*api.Mount, specJ
 			c.teardown(ctx)
 		}
 	}()
+	if err := c.setDevices(); err != nil {
+		return nil, err
+	}
 	mounts, err := specMounts(spec.Mounts, c.cgroupPath())
 	if err != nil {
 		return nil, err
