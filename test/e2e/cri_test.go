@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -332,39 +331,4 @@ touch /made-by-root && stat -c '%u:%g' /made-by-root`
 	mustCrictl(t, "stopp", p.id)
 	mustCrictl(t, "rmp", p.id)
 	checkNoLeaks(t, before)
-}
-
-// TestCRIPrivileged: a privileged pod runs with the README's configuration
-// (privileged_without_host_devices) and with containerd's default, which
-// lists every host device in the spec: in a VM privileged means the VM's
-// own devices and every capability, so the container can read a VM disk.
-func TestCRIPrivileged(t *testing.T) {
-	criImages(t)
-	handlers := []string{criHandler()}
-	if isMSB() {
-		handlers = append(handlers, "msb-hostdevices")
-	}
-	for _, h := range handlers {
-		t.Run(h, func(t *testing.T) {
-			priv := map[string]any{"security_context": map[string]any{"privileged": true}}
-			p := runPodWith(t, h, "e2e-priv-", map[string]any{"linux": priv})
-			c := p.start(t, "c1", priv, "sleep", "100000")
-			// Every capability this host's containerd has (root here lacks
-			// CAP_SYS_RESOURCE): at least CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_MKNOD.
-			out := mustCrictl(t, "exec", c, "sh", "-c", "grep CapEff /proc/self/status")
-			caps, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(out, "CapEff:")), 16, 64)
-			if want := uint64(1<<21 | 1<<12 | 1<<27); err != nil || caps&want != want {
-				t.Errorf("a privileged container lacks capabilities: %s", out)
-			}
-			if isMSB() {
-				// Virtio-blk is major 254 in the guest; vda is the boot disk.
-				r := crictl(t, "exec", c, "sh", "-c", "mknod /tmp/vda b 254 0 && head -c 4096 /tmp/vda | wc -c")
-				if strings.TrimSpace(r.Stdout) != "4096" {
-					t.Errorf("a privileged container cannot read the VM's disk: %s", r)
-				}
-			}
-			mustCrictl(t, "stop", c)
-			mustCrictl(t, "rm", c)
-		})
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -36,16 +37,27 @@ func TestDeviceCgroup(t *testing.T) {
 
 // TestDevicePrivilegedCRI: in one pod, an exec in an unprivileged container
 // (CRI's rules) cannot open the disk; in a privileged one (all devices
-// allowed) it reads it. For msb's handler, with privileged_without_host_devices,
-// CRI sends "allow all" only with privileged_without_host_devices_all_devices_allowed.
-// ctr cannot show this on msb: its --privileged passes the host's devices,
-// which the shim refuses, and --privileged-without-host-devices keeps
-// ctr's deny-all rules.
+// allowed) it reads it. msb is checked with the README's configuration
+// (privileged_without_host_devices and _all_devices_allowed: CRI sends
+// "allow all" only with the second) and with containerd's default, which
+// lists every host device in the spec (handler msb-hostdevices): a VM has
+// its own devices, so the shim drops the host's it lacks. ctr cannot show
+// this on msb: --privileged-without-host-devices keeps ctr's deny-all rules.
 func TestDevicePrivilegedCRI(t *testing.T) {
 	criImages(t)
+	handlers := []string{criHandler()}
+	if isMSB() {
+		handlers = append(handlers, "msb-hostdevices")
+	}
+	for _, h := range handlers {
+		t.Run(h, func(t *testing.T) { testDevicePrivilegedCRI(t, h) })
+	}
+}
+
+func testDevicePrivilegedCRI(t *testing.T, handler string) {
 	disk := testDisk(t)
 	priv := map[string]any{"security_context": map[string]any{"privileged": true}}
-	p := runPod(t, "e2e-devices-", map[string]any{"linux": priv})
+	p := runPodWith(t, handler, "e2e-devices-"+handler+"-", map[string]any{"linux": priv})
 	plain := p.start(t, "plain", map[string]any{}, "sleep", "100000")
 	e := crictl(t, "exec", plain, "sh", "-c", tryScript+"try disk b "+disk+"\ntry null c 1 3\n")
 	checkRefused(t, e, "disk")
@@ -58,6 +70,15 @@ func TestDevicePrivilegedCRI(t *testing.T) {
 	if f := strings.Fields(e.Stdout); isMSB() && (len(f) == 0 || f[len(f)-1] != "512") {
 		t.Fatalf("want 512 bytes read from the VM's disk: %v", e)
 	}
+	// Every capability this host's containerd has (root here lacks
+	// CAP_SYS_RESOURCE): at least CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_MKNOD.
+	out := mustCrictl(t, "exec", all, "sh", "-c", "grep CapEff /proc/self/status")
+	caps, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(out, "CapEff:")), 16, 64)
+	if want := uint64(1<<21 | 1<<12 | 1<<27); err != nil || caps&want != want {
+		t.Errorf("a privileged container lacks capabilities: %s", out)
+	}
+	mustCrictl(t, "stop", plain, all)
+	mustCrictl(t, "rm", plain, all)
 }
 
 // checkRefused checks tryScript's output: each of refused opens with
