@@ -53,24 +53,23 @@ type guard struct {
 	net.Conn
 	timeout time.Duration
 	maxData uint32
-
-	// hdr collects a frame header across reads; body is what is left of
-	// the current data frame. Only yamux's receive loop reads.
-	hdr  [frameHeaderSize]byte
-	have int
-	body uint32
+	// in follows the frames the guest sends; only yamux's receive loop
+	// reads.
+	in *frames
 
 	mu  sync.Mutex
 	err error
 }
 
 func newGuard(c net.Conn, timeout time.Duration, maxData uint32) *guard {
-	return &guard{Conn: c, timeout: timeout, maxData: maxData}
+	g := &guard{Conn: c, timeout: timeout, maxData: maxData}
+	g.in = newFrames(frameHeaderSize, g.check)
+	return g
 }
 
 func (g *guard) Read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
-	if ferr := g.inspect(p[:n]); ferr != nil {
+	if ferr := g.in.feed(p[:n]); ferr != nil {
 		g.fail(ferr)
 		g.Conn.Close()
 		return 0, ferr
@@ -78,46 +77,25 @@ func (g *guard) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// inspect follows the frames in b, which continues what was read before.
-func (g *guard) inspect(b []byte) error {
-	for len(b) > 0 {
-		if g.body > 0 {
-			k := min(uint32(len(b)), g.body)
-			g.body -= k
-			b = b[k:]
-			continue
-		}
-		k := copy(g.hdr[g.have:], b)
-		g.have += k
-		b = b[k:]
-		if g.have < frameHeaderSize {
-			return nil
-		}
-		g.have = 0
-		if err := g.check(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (g *guard) check() error {
-	version, typ := g.hdr[0], g.hdr[1]
-	flags := binary.BigEndian.Uint16(g.hdr[2:4])
-	length := binary.BigEndian.Uint32(g.hdr[8:12])
+// check passes the frames an honest guest sends; only data frames have
+// a body.
+func (g *guard) check(h []byte) (uint32, error) {
+	version, typ := h[0], h[1]
+	flags := binary.BigEndian.Uint16(h[2:4])
+	length := binary.BigEndian.Uint32(h[8:12])
 	switch {
 	case version != 0 || typ > frameGoAway:
-		return fmt.Errorf("%w: frame version %d type %d", ErrProtocol, version, typ)
+		return 0, fmt.Errorf("%w: frame version %d type %d", ErrProtocol, version, typ)
 	case typ == framePing:
-		return fmt.Errorf("%w: the guest sent a ping", ErrProtocol)
+		return 0, fmt.Errorf("%w: the guest sent a ping", ErrProtocol)
 	case flags&frameSYN != 0:
-		return fmt.Errorf("%w: the guest opened a stream", ErrProtocol)
+		return 0, fmt.Errorf("%w: the guest opened a stream", ErrProtocol)
 	case typ == frameData && length > g.maxData:
-		return fmt.Errorf("%w: %d-byte data frame, beyond any window", ErrProtocol, length)
+		return 0, fmt.Errorf("%w: %d-byte data frame, beyond any window", ErrProtocol, length)
 	case typ == frameData:
-		g.body = length
+		return length, nil
 	}
-	return nil
+	return 0, nil
 }
 
 func (g *guard) Write(p []byte) (int, error) {

@@ -168,7 +168,10 @@ func NewClient(conn net.Conn, opts ...ClientOption) (*Client, error) {
 		sess.Close()
 		return nil, fmt.Errorf("agent api stream: %w", err)
 	}
-	tc := ttrpc.NewClient(s)
+	tc := ttrpc.NewClient(newAPIGuard(s, func(err error) {
+		g.fail(err)
+		sess.Close()
+	}))
 	return &Client{AgentService: NewAgentClient(tc), sess: sess, ttrpc: tc, guard: g}, nil
 }
 
