@@ -177,11 +177,16 @@ func (v *VM) handshake(ctx context.Context, conn net.Conn, opts ...api.ClientOpt
 // the host gave up a guest that broke the channel's protocol or stopped
 // reading it, or the guest closed it. A VM without its agent can only be
 // killed, and its end reads as the VMM's (Done, Err), as when it crashes.
+// A channel that ends because the VMM is ending does so first: the VMM
+// is given a moment, so that Err says why it ended.
 func (v *VM) watchChannel() {
 	select {
 	case <-v.proc.done:
 		return
 	case <-v.Agent.Done():
+	}
+	if v.waitGone(time.Second) {
+		return
 	}
 	v.mu.Lock()
 	if !v.proc.exited() {
