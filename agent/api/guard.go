@@ -19,7 +19,7 @@ import (
 // guest's session (keepalives off, Serve only accepts) never sends a SYN.
 // So guard, a net.Conn below the host's session, reads the frame headers
 // as they pass and ends the channel on the first frame the guest has no
-// business sending: a SYN (a ping or a stream the guest opens), a frame
+// business sending: a ping, a SYN (a stream the guest opens), a frame
 // type or version yamux does not know, or data longer than any stream's
 // window. yamux then does no work per hostile frame, and what it buffers
 // is bounded by what the host opened: MaxStreamWindowSize (256 KiB, the
