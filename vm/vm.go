@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -27,6 +28,11 @@ type VM struct {
 	files   runFiles
 
 	stopOnce sync.Once
+
+	mu sync.Mutex
+	// channelErr says why the channel ended before the VMM did, which
+	// then was killed.
+	channelErr error
 }
 
 // runFiles are the VMM's files, kept next to the console log.
@@ -82,6 +88,27 @@ func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
 	return v, nil
 }
 
+// Attach makes a VM of a stand-in VMM, cmd, whose agent channel is
+// conn, and returns once the agent answers: what runs above a VM can then
+// be tested against an agent that is not in one. Shutdown and Kill end
+// cmd as they end a VMM; the channel's ending kills it, as it kills one.
+func Attach(ctx context.Context, opts Options, cmd *exec.Cmd, conn net.Conn, copts ...api.ClientOption) (*VM, error) {
+	opts = opts.withDefaults()
+	p := &vmm{name: filepath.Base(cmd.Path), cmd: cmd}
+	if err := p.start(os.DevNull, opts.DieWithParent); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	v := &VM{Backend: "attached", opts: opts, proc: p}
+	ctx, cancel := context.WithTimeout(ctx, opts.BootTimeout)
+	defer cancel()
+	if err := v.handshake(ctx, conn, copts...); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return v, nil
+}
+
 // checkFiles checks what the VMM would otherwise fail on late or vaguely.
 func (s *Spec) checkFiles() error {
 	var errs []error
@@ -117,7 +144,12 @@ func (v *VM) connect(ctx context.Context) error {
 	if err != nil {
 		return v.bootError(ctx, err)
 	}
-	c, err := api.NewClient(conn)
+	return v.handshake(ctx, conn)
+}
+
+// handshake starts the channel on conn and waits for the agent's Ping.
+func (v *VM) handshake(ctx context.Context, conn net.Conn, opts ...api.ClientOption) error {
+	c, err := api.NewClient(conn, opts...)
 	if err != nil {
 		conn.Close()
 		return err
@@ -137,7 +169,31 @@ func (v *VM) connect(ctx context.Context) error {
 		return v.bootError(ctx, err)
 	}
 	v.Agent = c
+	go v.watchChannel()
 	return nil
+}
+
+// watchChannel kills the VMM when the agent channel ends while it runs:
+// the host gave up a guest that broke the channel's protocol or stopped
+// reading it, or the guest closed it. A VM without its agent can only be
+// killed, and its end reads as the VMM's (Done, Err), as when it crashes.
+// A channel that ends because the VMM is ending does so first: the VMM
+// is given a moment, so that Err says why it ended.
+func (v *VM) watchChannel() {
+	select {
+	case <-v.proc.done:
+		return
+	case <-v.Agent.Done():
+	}
+	if v.waitGone(time.Second) {
+		return
+	}
+	v.mu.Lock()
+	if !v.proc.exited() {
+		v.channelErr = v.Agent.Err()
+	}
+	v.mu.Unlock()
+	v.Kill()
 }
 
 // dialAgent dials the agent socket. QEMU creates the socket file before
@@ -182,7 +238,14 @@ func (v *VM) Pid() int { return v.proc.cmd.Process.Pid }
 func (v *VM) Done() <-chan struct{} { return v.proc.done }
 
 // Err says why the VMM ended; call it after Done is closed.
-func (v *VM) Err() error { return v.proc.endError() }
+func (v *VM) Err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.channelErr != nil {
+		return fmt.Errorf("VMM killed: %w", v.channelErr)
+	}
+	return v.proc.endError()
+}
 
 // Shutdown asks the agent to end the VM cleanly (sync, unmount, reboot)
 // and kills the VMM if it has not ended within the stop timeout. Once the
@@ -227,6 +290,9 @@ func (v *VM) Kill() {
 }
 
 func (v *VM) removeFiles() {
+	if v.files.dir == "" {
+		return // attached: none of its own
+	}
 	for _, p := range []string{v.spec.AgentSocket, v.files.vmmSpec, v.files.vmmError} {
 		_ = os.Remove(p)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -40,16 +41,28 @@ const (
 	Stderr = 2
 )
 
-func muxConfig() *yamux.Config {
+// DefaultTimeout bounds how long the guest may leave the host's writes
+// unread, or a stream the host opened unanswered, before the host gives
+// the channel up.
+const DefaultTimeout = 30 * time.Second
+
+func muxConfig(timeout time.Duration) *yamux.Config {
 	c := yamux.DefaultConfig()
 	// The port never drops silently: the VMM ending closes it. Keepalives
-	// would only wake an idle guest.
+	// would only wake an idle guest, and the host's guard refuses pings.
 	c.EnableKeepAlive = false
 	c.LogOutput = io.Discard
-	c.ConnectionWriteTimeout = 30 * time.Second
-	c.StreamOpenTimeout = 30 * time.Second
+	c.ConnectionWriteTimeout = timeout
+	c.StreamOpenTimeout = timeout
+	// Each stream buffers at most this much of what the peer sent; it is
+	// yamux's least (and default) window, kept explicit as the bound the
+	// host relies on.
+	c.MaxStreamWindowSize = maxWindow
 	return c
 }
+
+// maxWindow is yamux's initial (and least allowed) stream window.
+const maxWindow = 256 << 10
 
 // StdioHeader names the process and descriptor a stdio stream belongs to.
 type StdioHeader struct {
@@ -117,12 +130,36 @@ type Client struct {
 	AgentService
 	sess  *yamux.Session
 	ttrpc *ttrpc.Client
+	guard *guard
+	// closed is set once the host closes the channel on purpose.
+	closed atomic.Bool
+}
+
+// ClientOption changes how NewClient sets the channel up.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct{ timeout time.Duration }
+
+// WithTimeout replaces DefaultTimeout.
+func WithTimeout(d time.Duration) ClientOption {
+	return func(o *clientOptions) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
 }
 
 // NewClient starts the host side of the channel on conn and opens the API
-// stream. It sends nothing else; callers probe readiness with Ping.
-func NewClient(conn io.ReadWriteCloser) (*Client, error) {
-	sess, err := yamux.Client(conn, muxConfig())
+// stream. It sends nothing else; callers probe readiness with Ping. The
+// channel ends by itself when the guest breaks its protocol or stops
+// reading (guard.go); Done and Err say so.
+func NewClient(conn net.Conn, opts ...ClientOption) (*Client, error) {
+	o := clientOptions{timeout: DefaultTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	g := newGuard(conn, o.timeout, maxWindow)
+	sess, err := yamux.Client(g, muxConfig(o.timeout))
 	if err != nil {
 		return nil, fmt.Errorf("agent channel: %w", err)
 	}
@@ -131,8 +168,11 @@ func NewClient(conn io.ReadWriteCloser) (*Client, error) {
 		sess.Close()
 		return nil, fmt.Errorf("agent api stream: %w", err)
 	}
-	tc := ttrpc.NewClient(s)
-	return &Client{AgentService: NewAgentClient(tc), sess: sess, ttrpc: tc}, nil
+	tc := ttrpc.NewClient(newAPIGuard(s, func(err error) {
+		g.fail(err)
+		sess.Close()
+	}))
+	return &Client{AgentService: NewAgentClient(tc), sess: sess, ttrpc: tc, guard: g}, nil
 }
 
 func openStream(sess *yamux.Session, header string) (*yamux.Stream, error) {
@@ -161,11 +201,27 @@ func (c *Client) OpenStdio(h StdioHeader) (net.Conn, error) {
 	return s, nil
 }
 
-// Done is closed when the channel ends (the VM went away).
+// Done is closed when the channel ends: closed by the host, the VM gone,
+// or given up on a guest that broke the protocol or stopped reading.
 func (c *Client) Done() <-chan struct{} { return c.sess.CloseChan() }
+
+// Err says why the channel ended, once Done is closed: nil when the host
+// closed it.
+func (c *Client) Err() error {
+	if err := c.guard.failure(); err != nil {
+		return err
+	}
+	if c.closed.Load() {
+		return nil
+	}
+	return errEnded
+}
+
+var errEnded = errors.New("the agent channel ended: the guest closed it, or left a stream unanswered")
 
 // Close ends the channel.
 func (c *Client) Close() error {
+	c.closed.Store(true)
 	c.ttrpc.Close()
 	return c.sess.Close()
 }
@@ -176,7 +232,7 @@ type StdioHandler func(StdioHeader, net.Conn)
 // Serve runs the guest side of the channel on conn until it ends: it serves
 // svc on the API stream and hands the other streams to h.
 func Serve(ctx context.Context, conn io.ReadWriteCloser, svc AgentService, h Handlers) error {
-	sess, err := yamux.Server(conn, muxConfig())
+	sess, err := yamux.Server(conn, muxConfig(DefaultTimeout))
 	if err != nil {
 		return fmt.Errorf("agent channel: %w", err)
 	}

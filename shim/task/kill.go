@@ -41,18 +41,58 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	sigkill := r.Signal == uint32(syscall.SIGKILL)
+	if sigkill && p.escalating.CompareAndSwap(false, true) {
+		go s.escalate(sb, p)
+	}
 	actx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
 	_, err = sb.vm.Agent.SignalProcess(actx, &api.SignalProcessRequest{
 		ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All && r.ExecID == "",
 	})
 	if err != nil {
+		if sigkill && vmEnding(sb) && s.waitExit(ctx, p) {
+			return empty, nil // killed with the VM, as asked
+		}
 		if st, _, _, _ := p.state(); st == task.Status_STOPPED {
 			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", p.name())
 		}
 		return nil, errgrpc.ToGRPC(fmt.Errorf("signal %s: %w", p.name(), errgrpc.ToNative(err)))
 	}
 	return empty, nil
+}
+
+// killGrace is how long the guest has to report a process's exit after
+// SIGKILL, which no process can refuse: the kernel's teardown and the
+// agent's output drain (2 s of silence at most) take far less even under
+// emulation. A guest that acknowledges the kill and never reports the
+// exit, or does not answer at all, is broken or hostile: its VM is killed
+// and every process in it reported killed (watchVM), so no task outlives
+// a SIGKILL, and nothing in the guest can hold the host's resources.
+const killGrace = 10 * time.Second
+
+// escalate kills the VM unless p's exit is reported within the kill
+// grace.
+func (s *service) escalate(sb *sandbox, p *process) {
+	t := time.NewTimer(s.killGrace)
+	defer t.Stop()
+	select {
+	case <-p.reported:
+		return
+	case <-sb.vm.Done():
+		return
+	case <-t.C:
+	}
+	log.G(s.ctx).Errorf("the guest did not report the exit of %s within %s of SIGKILL; killing the VM", p.name(), s.killGrace)
+	sb.vm.Kill()
+}
+
+// waitExit waits for p's exit to be recorded, which watchVM does at once
+// once the VM ended; it gives up after the kill grace or when ctx ends.
+func (s *service) waitExit(ctx context.Context, p *process) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.killGrace)
+	defer cancel()
+	return p.wait(ctx) == nil
 }
 
 // Delete removes an exited exec, or the container once its init process
@@ -95,6 +135,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	case sb != nil && sb.bundle == c.bundle && sb.pod != nil:
 		sb.releaseSandboxContainer(ctx)
 	}
+	s.settleExecs(c)
 	if c.hooks != nil {
 		if err := runHooks(ctx, "poststop", c.hooks.Poststop, ociState(c, specs.StateStopped, 0)); err != nil {
 			log.G(ctx).WithError(err).Warn("poststop hook")
@@ -106,6 +147,22 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return resp, nil
 }
 
+// settleExecs reports killed the execs of a deleted container whose exit
+// the guest has not reported: it killed them with the container, or the
+// VM is gone. No Wait on them outlives the container.
+func (s *service) settleExecs(c *container) {
+	for _, e := range c.all() {
+		select {
+		case <-e.reported:
+			continue // reap records the guest's word
+		default:
+		}
+		if st, _, _, _ := e.state(); st != task.Status_CREATED {
+			s.exited(c, e, 128+uint32(syscall.SIGKILL))
+		}
+	}
+}
+
 // deleteInGuest has the agent kill what is left of the container and
 // unmount its root, so the writable layer is clean before the VM ends.
 func (s *service) deleteInGuest(ctx context.Context, c *container) {
@@ -113,7 +170,9 @@ func (s *service) deleteInGuest(ctx context.Context, c *container) {
 	if err != nil || !sb.alive() {
 		return
 	}
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	// As long as a kill may take: the VM's stop that follows for a lone
+	// container syncs and unmounts again, within its own bound.
+	actx, cancel := context.WithTimeout(ctx, s.killGrace)
 	defer cancel()
 	if _, err := sb.vm.Agent.DeleteContainer(actx, &api.DeleteContainerRequest{Id: c.id}); err != nil {
 		log.G(ctx).WithError(err).Warnf("delete container %s in the VM", c.id)

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/api/types/task"
@@ -19,6 +20,14 @@ type process struct {
 	stdio       stdio
 	io          *procIO
 
+	// reported is closed once the guest reported the exit, which is
+	// recorded once the output is drained, or the exit was settled on the
+	// host. A SIGKILL that is not followed by it in time ends the VM.
+	reported     chan struct{}
+	reportedOnce sync.Once
+	// escalating is set once a SIGKILL started the wait for that report.
+	escalating atomic.Bool
+
 	mu         sync.Mutex
 	status     task.Status
 	pid        uint32
@@ -28,7 +37,15 @@ type process struct {
 }
 
 func newProcess(cid, execID string, spec *specs.Process, s stdio) *process {
-	return &process{cid: cid, execID: execID, spec: spec, stdio: s, status: task.Status_CREATED, exited: make(chan struct{})}
+	return &process{
+		cid: cid, execID: execID, spec: spec, stdio: s, status: task.Status_CREATED,
+		exited: make(chan struct{}), reported: make(chan struct{}),
+	}
+}
+
+// exitReported marks the guest's report of the exit.
+func (p *process) exitReported() {
+	p.reportedOnce.Do(func() { close(p.reported) })
 }
 
 func (p *process) started(pid uint32) {
@@ -46,6 +63,7 @@ func (p *process) setExited(status uint32, at time.Time) bool {
 	}
 	p.status, p.exitStatus, p.exitedAt = task.Status_STOPPED, status, at
 	close(p.exited)
+	p.exitReported()
 	return true
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
@@ -58,6 +59,9 @@ type service struct {
 	publisher shim.Publisher
 	shutdown  shutdown.Service
 	events    chan func()
+	// killGrace is the guest's time to report an exit after SIGKILL
+	// (the constant, but for tests).
+	killGrace time.Duration
 
 	// lifecycle serializes Create and Delete: they boot and stop the VM.
 	lifecycle sync.Mutex
@@ -81,6 +85,7 @@ func newService(ctx context.Context, pub shim.Publisher, sd shutdown.Service) *s
 		publisher:  pub,
 		shutdown:   sd,
 		events:     make(chan func(), 128),
+		killGrace:  killGrace,
 		containers: map[string]*container{},
 	}
 	go s.forward()

@@ -99,13 +99,14 @@ func (s *service) reap(sb *sandbox, c *container, p *process) {
 	ctx := s.ctx
 	resp, err := sb.vm.Agent.WaitProcess(ctx, &api.ProcessRequest{ContainerId: p.cid, ExecId: p.execID})
 	if err != nil {
-		if !sb.alive() || sb.stopping.Load() {
+		if vmEnding(sb) {
 			return // watchVM reports it
 		}
 		log.G(ctx).WithError(err).Errorf("wait for %s", p.name())
 		s.exited(c, p, maxExitStatus)
 		return
 	}
+	p.exitReported()
 	status := resp.GetExitStatus()
 	if status > maxExitStatus {
 		log.G(ctx).Warnf("agent reported exit status %d for %s; using %d", status, p.name(), maxExitStatus)
@@ -129,6 +130,19 @@ func (s *service) exited(c *container, p *process, status uint32) {
 	s.publish(s.ctx, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
 		ContainerID: c.id, ID: id, Pid: pid, ExitStatus: status, ExitedAt: timestamp(at),
 	})
+}
+
+// vmEnding says whether the VM ended or is ending: its channel ends
+// first when the host gives up on the guest (vm.VM then kills the VMM).
+func vmEnding(sb *sandbox) bool {
+	select {
+	case <-sb.vm.Done():
+		return true
+	case <-sb.vm.Agent.Done():
+		return true
+	default:
+		return sb.stopping.Load()
+	}
 }
 
 // watchVM turns an unexpected end of the VM into the exit of every
