@@ -18,6 +18,13 @@ type qemu struct {
 	kvm  bool
 }
 
+// tcgCacheMiB bounds TCG's translation cache, which is part of the VMM's
+// memory on the host (VMMOverheadMiB): QEMU 7.2's default reserves 1 GiB,
+// and a varied workload (find, sort, sha256sum, gzip over /usr in
+// debian) grew it to 200 MiB and kept growing. With 64 MiB the same
+// workload took 38.9 s, against 50.5 s with the default (one run each).
+const tcgCacheMiB = 64
+
 func (q *qemu) Name() string {
 	if q.kvm {
 		return "qemu (kvm)"
@@ -50,7 +57,7 @@ func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, er
 // first (hvc0), then the agent port, then the boot disk (/dev/vda) and the
 // disks in spec order.
 func (q *qemu) args(spec *Spec, files runFiles) []string {
-	accel, cpu, extra := "tcg", "max", "reboot=t"
+	accel, cpu, extra := "tcg,tb-size="+strconv.Itoa(tcgCacheMiB), "max", "reboot=t"
 	if q.kvm {
 		accel, cpu = "kvm", "host"
 	}
