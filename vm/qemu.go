@@ -72,7 +72,7 @@ func (q *qemu) args(spec *Spec, files runFiles) []string {
 		"-global", "virtio-mmio.force-legacy=false",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-device", "virtio-serial-device",
-		"-chardev", "file,id=con0,path=" + qesc(spec.ConsoleLog),
+		"-chardev", "file,id=con0,path=" + qesc(files.console),
 		"-device", "virtconsole,chardev=con0",
 		"-chardev", "socket,id=agent,server=on,wait=off,path=" + qesc(spec.AgentSocket),
 		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
@@ -120,5 +120,7 @@ func qesc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // the floor is the same machine.
 func QEMUArgs(o Options, spec Spec) []string {
 	q := &qemu{opts: o.withDefaults(), kvm: DetectHostVirt().Hardware}
-	return q.args(&spec, newRunFiles(&spec))
+	files := newRunFiles(&spec)
+	files.console = spec.ConsoleLog // no shim copies a FIFO there
+	return q.args(&spec, files)
 }
