@@ -46,7 +46,13 @@ func cgroupFile(t *testing.T, cg, controller, v1, v2 string) string {
 // the VM.
 func TestVMHostCgroup(t *testing.T) {
 	cg := fmt.Sprintf("/msb-vmtest/%svm%d", CgroupPrefix, os.Getpid())
-	t.Cleanup(func() { _ = RemoveHostCgroup(cg) })
+	t.Cleanup(func() {
+		_ = RemoveHostCgroup(cg)
+		parents, _ := filepath.Glob(filepath.Join(v2Root, "*", filepath.Dir(cg)))
+		for _, p := range append(parents, filepath.Join(v2Root, filepath.Dir(cg))) {
+			_ = os.Remove(p) // empty by now; another run's is not
+		}
+	})
 	shared := t.TempDir()
 	f := bootWith(t, BackendAuto, func(s *Spec) {
 		s.Host = HostLimits{Cgroup: cg, CPUQuota: 50000, CPUPeriod: 100000}
