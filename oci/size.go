@@ -72,13 +72,9 @@ func VMSize(spec *specs.Spec, d Defaults) (Size, error) {
 	vcpus := uint64(d.VCPUs)
 	if res != nil && res.CPU != nil {
 		c := res.CPU
-		switch {
-		case c.Quota != nil && *c.Quota > 0:
-			period := uint64(defaultCFSPeriod)
-			if c.Period != nil && *c.Period > 0 {
-				period = *c.Period
-			}
-			vcpus = (uint64(*c.Quota) + period - 1) / period
+		switch quota, period := CPUQuota(spec); {
+		case quota > 0:
+			vcpus = (uint64(quota) + period - 1) / period
 		case c.Cpus != "":
 			n, err := cpusetCount(c.Cpus)
 			if err != nil {
@@ -100,6 +96,24 @@ func VMSize(spec *specs.Spec, d Defaults) (Size, error) {
 	}
 	mem = max(mem, vm.MinMemoryMiB)
 	return Size{VCPUs: uint32(vcpus), MemoryMiB: uint32(mem)}, nil
+}
+
+// CPUQuota is the spec's CPU limit, quota µs per period µs (period 100000
+// when unset), as runc sets it on the container's cgroup: it sizes the
+// vCPUs and bounds the VMM's host CPU time. A quota of 0 means none.
+func CPUQuota(spec *specs.Spec) (quota int64, period uint64) {
+	if spec == nil || spec.Linux == nil || spec.Linux.Resources == nil || spec.Linux.Resources.CPU == nil {
+		return 0, 0
+	}
+	c := spec.Linux.Resources.CPU
+	if c.Quota == nil || *c.Quota <= 0 {
+		return 0, 0
+	}
+	period = defaultCFSPeriod
+	if c.Period != nil && *c.Period > 0 {
+		period = *c.Period
+	}
+	return *c.Quota, period
 }
 
 // cpusetCount counts the CPUs of a cpuset list like "0-3,8,10-11".

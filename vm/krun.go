@@ -19,6 +19,7 @@ func (k *krun) Name() string { return "krun" }
 func (k *krun) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, error) {
 	s := *spec
 	s.ErrorFile = files.vmmError
+	s.ConsoleLog = files.console
 	if err := writeJSON(files.vmmSpec, &s); err != nil {
 		return nil, fmt.Errorf("write msb-vmm spec: %w", err)
 	}

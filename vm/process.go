@@ -92,6 +92,15 @@ func (v *vmm) kill() {
 	<-v.done
 }
 
+// pids are the VMM's and its helpers' process ids.
+func (v *vmm) pids() []int {
+	pids := []int{v.cmd.Process.Pid}
+	for _, h := range v.helpers {
+		pids = append(pids, h.Process.Pid)
+	}
+	return pids
+}
+
 // exited reports whether the VMM has ended.
 func (v *vmm) exited() bool {
 	select {

@@ -18,6 +18,13 @@ type qemu struct {
 	kvm  bool
 }
 
+// tcgCacheMiB bounds TCG's translation cache, which is part of the VMM's
+// memory on the host (VMMOverheadMiB): QEMU 7.2's default reserves 1 GiB,
+// and a varied workload (find, sort, sha256sum, gzip over /usr in
+// debian) grew it to 200 MiB and kept growing. With 64 MiB the same
+// workload took 38.9 s, against 50.5 s with the default (one run each).
+const tcgCacheMiB = 64
+
 func (q *qemu) Name() string {
 	if q.kvm {
 		return "qemu (kvm)"
@@ -50,7 +57,7 @@ func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, er
 // first (hvc0), then the agent port, then the boot disk (/dev/vda) and the
 // disks in spec order.
 func (q *qemu) args(spec *Spec, files runFiles) []string {
-	accel, cpu, extra := "tcg", "max", "reboot=t"
+	accel, cpu, extra := "tcg,tb-size="+strconv.Itoa(tcgCacheMiB), "max", "reboot=t"
 	if q.kvm {
 		accel, cpu = "kvm", "host"
 	}
@@ -65,7 +72,7 @@ func (q *qemu) args(spec *Spec, files runFiles) []string {
 		"-global", "virtio-mmio.force-legacy=false",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-device", "virtio-serial-device",
-		"-chardev", "file,id=con0,path=" + qesc(spec.ConsoleLog),
+		"-chardev", "file,id=con0,path=" + qesc(files.console),
 		"-device", "virtconsole,chardev=con0",
 		"-chardev", "socket,id=agent,server=on,wait=off,path=" + qesc(spec.AgentSocket),
 		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
@@ -112,5 +119,7 @@ func qesc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // the floor is the same machine.
 func QEMUArgs(o Options, spec Spec) []string {
 	q := &qemu{opts: o.withDefaults(), kvm: DetectHostVirt().Hardware}
-	return q.args(&spec, newRunFiles(&spec))
+	files := newRunFiles(&spec)
+	files.console = spec.ConsoleLog // no shim copies a FIFO there
+	return q.args(&spec, files)
 }

@@ -17,7 +17,7 @@ func TestQEMUArgs(t *testing.T) {
 	args := q.args(&s, newRunFiles(&s))
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
-		"-accel tcg -cpu max",
+		"-accel tcg,tb-size=64 -cpu max",
 		"-m 256M -smp 1",
 		"virtserialport,chardev=agent,name=msb.agent",
 		"path=/run/x/agent.sock",

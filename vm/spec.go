@@ -29,8 +29,12 @@ type Spec struct {
 	// AgentSocket is the host unix socket bridged to the guest's agent
 	// port (virtio-console port api.PortName). The VMM listens on it.
 	AgentSocket string `json:"agent_socket"`
-	// ConsoleLog receives the guest console (hvc0).
+	// ConsoleLog receives the guest console (hvc0). The VMM writes it to
+	// a FIFO next to it; vm.Start keeps the newest ConsoleLogMax bytes.
 	ConsoleLog string `json:"console_log"`
+	// Host bounds what the VM takes of the host; the shim's business, not
+	// msb-vmm's.
+	Host HostLimits `json:"-"`
 	// ErrorFile is where msb-vmm writes {"error": "..."} when it cannot
 	// boot; unused by qemu.
 	ErrorFile string `json:"error_file,omitempty"`
@@ -118,6 +122,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Net != nil && (!filepath.IsAbs(s.Net.NetNS) || !diskID.MatchString(s.Net.Tap) || len(s.Net.Tap) > 15) {
 		errs = append(errs, fmt.Errorf("network: netns %q must be an absolute path and tap %q a device name", s.Net.NetNS, s.Net.Tap))
+	}
+	if err := s.Host.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[string]bool{BootDiskID: true}
 	for _, d := range s.Disks {

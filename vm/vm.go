@@ -26,6 +26,8 @@ type VM struct {
 	opts    Options
 	proc    *vmm
 	files   runFiles
+	console *consoleLog
+	cgroup  *hostCgroup
 
 	stopOnce sync.Once
 
@@ -38,6 +40,9 @@ type VM struct {
 // runFiles are the VMM's files, kept next to the console log.
 type runFiles struct {
 	dir, vmmLog, vmmSpec, vmmError string
+	// console is the FIFO the VMM writes the guest console into; the shim
+	// copies it to Spec.ConsoleLog, capped (consoleLog).
+	console string
 }
 
 func newRunFiles(spec *Spec) runFiles {
@@ -47,6 +52,7 @@ func newRunFiles(spec *Spec) runFiles {
 		vmmLog:   filepath.Join(dir, "vmm.log"),
 		vmmSpec:  filepath.Join(dir, "vmm.json"),
 		vmmError: filepath.Join(dir, "vmm-error.json"),
+		console:  filepath.Join(dir, "console.pipe"),
 	}
 }
 
@@ -68,22 +74,25 @@ func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
 		return nil, err
 	}
 	log.G(ctx).WithField("backend", b.Name()).Debugf("starting VM: %s", host.Reason)
-	files := newRunFiles(&spec)
-	_ = os.Remove(spec.AgentSocket)
-	_ = os.Remove(files.vmmError)
-	var p *vmm
-	err = inNetNS(spec.Net, func() (err error) {
-		p, err = b.launch(ctx, &spec, files)
-		return err
-	})
-	if err != nil {
+	if err := CheckHostMemory(spec.MemoryMiB, spec.Host.Cgroup); err != nil {
+		return nil, err
+	}
+	v := &VM{Backend: b.Name(), spec: spec, opts: opts, files: newRunFiles(&spec)}
+	if err := v.launch(ctx, b); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
-	v := &VM{Backend: b.Name(), spec: spec, opts: opts, proc: p, files: files}
 	if err := v.connect(ctx); err != nil {
-		p.kill()
+		v.proc.kill()
 		v.removeFiles()
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	// The CPU quota comes once the agent answers, before anything of the
+	// container runs: the boot is the runtime's, and a 100m VM on TCG
+	// with its quota from the start died in early boot (QEMU exited after
+	// 3 s, the guest having rebooted before its console was up).
+	if err := v.cgroup.setCPU(v.spec.hostResources(true)); err != nil {
+		v.Kill()
+		return nil, err
 	}
 	return v, nil
 }
@@ -107,6 +116,44 @@ func Attach(ctx context.Context, opts Options, cmd *exec.Cmd, conn net.Conn, cop
 		return nil, err
 	}
 	return v, nil
+}
+
+// launch makes the console FIFO and the host cgroup and starts the VMM in
+// them; on error nothing is left.
+func (v *VM) launch(ctx context.Context, b Backend) (retErr error) {
+	_ = os.Remove(v.spec.AgentSocket)
+	_ = os.Remove(v.files.vmmError)
+	var err error
+	if v.console, err = startConsole(v.files.console, v.spec.ConsoleLog); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			v.release()
+		}
+	}()
+	if v.cgroup, err = newHostCgroup(&v.spec, v.spec.hostResources(false)); err != nil {
+		return err
+	}
+	err = inNetNS(v.spec.Net, func() (err error) {
+		v.proc, err = b.launch(ctx, &v.spec, v.files)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// Right after the VMM's fork, before it has set up the guest, let
+	// alone run it. Helpers start first (the VMM connects to them) and
+	// move in with it: what they allocated until then is their start-up.
+	if err := v.cgroup.add(v.proc.pids()...); err != nil {
+		v.proc.kill()
+		return err
+	}
+	go func() {
+		<-v.proc.done
+		v.console.vmmEnded()
+	}()
+	return nil
 }
 
 // checkFiles checks what the VMM would otherwise fail on late or vaguely.
@@ -223,12 +270,21 @@ func (v *VM) bootError(ctx context.Context, err error) error {
 	}
 	if v.proc.exited() || errors.Is(err, errVMMEnded) {
 		<-v.proc.done
-		return fmt.Errorf("VM ended before its agent answered: %w", v.proc.endError())
+		v.console.drained()
+		return fmt.Errorf("VM ended before its agent answered: %w%s", v.proc.endError(), v.consoleTail())
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("agent did not answer within %s%s", v.opts.BootTimeout, v.proc.tails())
+		return fmt.Errorf("agent did not answer within %s%s%s", v.opts.BootTimeout, v.proc.tails(), v.consoleTail())
 	}
-	return fmt.Errorf("agent: %w%s", err, v.proc.tails())
+	return fmt.Errorf("agent: %w%s%s", err, v.proc.tails(), v.consoleTail())
+}
+
+// consoleTail is the end of the guest console, for errors.
+func (v *VM) consoleTail() string {
+	if t := logTail(v.spec.ConsoleLog, 2048); t != "" {
+		return fmt.Sprintf("\n--- %s (tail) ---\n%s", filepath.Base(v.spec.ConsoleLog), t)
+	}
+	return ""
 }
 
 // Pid is the VMM's process id.
@@ -289,7 +345,11 @@ func (v *VM) Kill() {
 	})
 }
 
+// removeFiles ends what the VM held besides the VMM, once it has ended:
+// the console copier, the host cgroup (and anything left in it) and the
+// sockets.
 func (v *VM) removeFiles() {
+	v.release()
 	if v.files.dir == "" {
 		return // attached: none of its own
 	}
@@ -298,6 +358,15 @@ func (v *VM) removeFiles() {
 	}
 	for _, sh := range v.spec.Shares {
 		_ = os.Remove(v.files.share(sh.Tag))
+	}
+}
+
+func (v *VM) release() {
+	if v.console != nil {
+		v.console.stop()
+	}
+	if err := v.cgroup.remove(); err != nil {
+		log.L.WithError(err).Warn("VM cleanup")
 	}
 }
 

@@ -138,7 +138,10 @@ func vmmPath() string {
 	return filepath.Join(DefaultPrefix, "bin", "msb-vmm")
 }
 
-func boot(t *testing.T, backend string) *fixture {
+func boot(t *testing.T, backend string) *fixture { return bootWith(t, backend, nil) }
+
+// bootWith boots the fixture with edit applied to its spec first.
+func bootWith(t *testing.T, backend string, edit func(*Spec)) *fixture {
 	if os.Geteuid() != 0 {
 		t.Fatal("VM tests need root")
 	}
@@ -152,6 +155,9 @@ func boot(t *testing.T, backend string) *fixture {
 		{ID: "l1", Path: f.l1, Format: "raw", ReadOnly: true},
 		{ID: "l2", Path: f.l2, Format: "raw", ReadOnly: true},
 		{ID: "rw", Path: f.upper, Format: "raw"},
+	}
+	if edit != nil {
+		edit(&spec)
 	}
 	ctx := context.Background()
 	v, err := Start(ctx, testOptions(backend), spec)

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/msb-runtime/msb/shim/network"
+	"github.com/msb-runtime/msb/vm"
 )
 
 const fileName = "msb-state.json"
@@ -47,6 +48,9 @@ type State struct {
 	// pin of a namespace the shim made itself (removed with it).
 	TapIn string `json:"tap_in,omitempty"`
 	NetNS string `json:"netns,omitempty"`
+	// Cgroup is the VM's host cgroup (vm.HostLimits), recorded before it
+	// is made: cleanup kills what still runs in it and removes it.
+	Cgroup string `json:"cgroup,omitempty"`
 	// Dirs are directories (and file mount points) to remove, in order,
 	// once unmounted; only when empty (never recursively: a failed unmount
 	// must not reach host files through a bind).
@@ -98,6 +102,11 @@ func (s *State) Cleanup(ctx context.Context) error {
 		for _, pid := range pidsNaming(s.RunDir) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			waitGone(pid, 5*time.Second)
+		}
+	}
+	if s.Cgroup != "" {
+		if err := vm.RemoveHostCgroup(s.Cgroup); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s.TapIn != "" {
@@ -174,7 +183,8 @@ func waitGone(pid int, d time.Duration) {
 // part is undone then, the VM's when the VM stops.
 func (s *State) Split(keep ...string) (own, vm *State) {
 	own = &State{}
-	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, ShimStart: s.ShimStart, RunDir: s.RunDir, TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
+	vm = &State{VMMPid: s.VMMPid, ShimPid: s.ShimPid, ShimStart: s.ShimStart, RunDir: s.RunDir, Cgroup: s.Cgroup,
+		TapIn: s.TapIn, NetNS: s.NetNS, bundle: s.bundle}
 	for _, m := range s.HostMounts {
 		if slices.Contains(keep, m) {
 			vm.HostMounts = append(vm.HostMounts, m)

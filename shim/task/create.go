@@ -150,6 +150,11 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 		return nil, err
 	}
 	b := &bootSpec{id: r.ID, bundle: r.Bundle, size: size, guest: guest, pod: p, netns: guest.NetNS}
+	if !joining {
+		if b.host, err = hostLimits(spec, podSized(spec, p), r.ID, size.MemoryMiB); err != nil {
+			return nil, err
+		}
+	}
 	// A NIC when the container joins a network namespace (CRI's pod) or
 	// hooks may configure one (nerdctl's network hook).
 	b.withNet = !joining && (guest.NetNS != "" || (guest.HostHooks != nil &&

@@ -55,6 +55,7 @@ type bootSpec struct {
 	id     string
 	bundle string
 	size   oci.Size
+	host   vm.HostLimits
 	guest  *oci.Guest
 	plan   *rootfs.Plan
 	// withNet gives the VM a NIC in netns, or, when netns is "", in a
@@ -82,7 +83,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 	if err := os.MkdirAll(sb.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create VM run directory: %w", err)
 	}
-	st := &state.State{RunDir: sb.runDir, ShimPid: os.Getpid()}
+	st := &state.State{RunDir: sb.runDir, ShimPid: os.Getpid(), Cgroup: b.host.Cgroup}
 	st.ShimStart, _ = state.StartTime(st.ShimPid)
 	if len(b.plan.HostMounts) > 0 {
 		st.HostMounts = []string{b.plan.HostRootfs}
@@ -129,6 +130,7 @@ func startSandbox(ctx context.Context, cfg Config, b *bootSpec) (_ *sandbox, ret
 		Shares:      shares,
 		AgentSocket: filepath.Join(sb.runDir, "agent.sock"),
 		ConsoleLog:  filepath.Join(sb.runDir, "console.log"),
+		Host:        b.host,
 	}
 	if sb.netns != "" {
 		spec.Net = &vm.Net{NetNS: sb.netns, Tap: network.Tap}
