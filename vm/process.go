@@ -50,7 +50,10 @@ func startLogged(cmd *exec.Cmd, logPath string, dieWithParent bool) error {
 	}
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{} // the namespaces, if any, are the caller's
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if dieWithParent {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}

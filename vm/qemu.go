@@ -33,11 +33,15 @@ func (q *qemu) Name() string {
 }
 
 func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, error) {
-	v := &vmm{name: "qemu", cmd: exec.Command(q.opts.QEMU, q.args(spec, files)...)}
+	if err := makeJailDir(files.jailDir()); err != nil {
+		return nil, err
+	}
+	v := &vmm{name: "qemu", cmd: exec.Command(q.opts.QEMU, append(q.args(spec, files), qemuConfinement(files)...)...)}
+	v.cmd.SysProcAttr = qemuNamespaces(spec)
 	deadline := time.Now().Add(q.opts.BootTimeout)
 	for _, sh := range spec.Shares {
 		sock := files.share(sh.Tag)
-		cmd := exec.Command(q.opts.Virtiofsd, virtiofsdArgs(sh, sock)...)
+		cmd := virtiofsdCommand(q.opts, sh, sock)
 		if err := v.addHelper(cmd, files.vmmLog, q.opts.DieWithParent); err != nil {
 			v.killHelpers()
 			return nil, err
@@ -103,12 +107,6 @@ func drive(id string, d Disk) []string {
 		"-drive", "id=" + id + ",if=none,format=raw,readonly=" + ro + ",file=" + qesc(d.Path),
 		"-device", "virtio-blk-device,drive=" + id + ",serial=" + d.ID,
 	}
-}
-
-func virtiofsdArgs(sh Share, sock string) []string {
-	// What must be read-only is a read-only mount under sh.Path (package
-	// share): QEMU 7.2's C virtiofsd has no read-only export.
-	return []string{"--socket-path=" + sock, "-o", "source=" + sh.Path, "-o", "cache=auto", "-o", "sandbox=chroot"}
 }
 
 // qesc escapes a value for QEMU's comma-separated option syntax.
