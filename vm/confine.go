@@ -19,6 +19,10 @@ import (
 //     which also sets no_new_privs); after opening its disks, sockets and
 //     console it chroots into an empty directory and becomes a uid and gid
 //     of the VM's own, with no capabilities (-chroot, -runas).
+//   - msb-vmm (krun): PID 1 of its own PID namespace, in the same
+//     namespaces as QEMU; it jails itself before libkrun runs (pivot_root
+//     into a view of the run directory, disks, share and device nodes, the
+//     capabilities of a file server at most, seccomp: jail.rs).
 //   - virtiofsd (the Rust one): started by msb-jail as PID 1 of its own
 //     PID, mount, network, IPC and UTS namespaces, with a procfs of that PID
 //     namespace only; it chroots into the share, keeps only the
@@ -66,10 +70,10 @@ func qemuConfinement(files runFiles) []string {
 	}
 }
 
-// qemuNamespaces are the namespaces QEMU starts in: it keeps the network
-// namespace it is started in only when the VM has a NIC there.
-func qemuNamespaces(spec *Spec) *syscall.SysProcAttr {
-	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+// vmmNamespaces are the namespaces a VMM starts in, with extra: it keeps
+// the network namespace it is started in only when the VM has a NIC there.
+func vmmNamespaces(spec *Spec, extra uintptr) *syscall.SysProcAttr {
+	flags := syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | extra
 	if spec.Net == nil {
 		flags |= syscall.CLONE_NEWNET
 	}

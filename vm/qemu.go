@@ -37,7 +37,7 @@ func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, er
 		return nil, err
 	}
 	v := &vmm{name: "qemu", cmd: exec.Command(q.opts.QEMU, append(q.args(spec, files), qemuConfinement(files)...)...)}
-	v.cmd.SysProcAttr = qemuNamespaces(spec)
+	v.cmd.SysProcAttr = vmmNamespaces(spec, 0)
 	deadline := time.Now().Add(q.opts.BootTimeout)
 	for _, sh := range spec.Shares {
 		sock := files.share(sh.Tag)
