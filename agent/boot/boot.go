@@ -114,6 +114,9 @@ func serve(ctx context.Context, svc *service.Service) {
 		Fatal(ctx, err)
 	}
 	log.G(ctx).Infof("msb-agent %s serving on %s", service.Version, port.Name())
+	if err := api.WriteHello(port); err != nil {
+		Fatal(ctx, err)
+	}
 	err = api.Serve(ctx, newPortConn(port), svc, api.Handlers{Stdio: svc.Stdio.Put, TCP: service.ForwardTCP})
 	if err == nil {
 		err = errChannelClosed
