@@ -90,7 +90,11 @@ func (c *consoleLog) copy() {
 // vmmEnded closes the shim's write end: once the VMM's is closed too, the
 // copier reads what is left and ends.
 func (c *consoleLog) vmmEnded() {
-	c.wOnce.Do(func() { _ = c.w.Close() })
+	c.wOnce.Do(func() {
+		if c.w != nil { // an adopted console has none
+			_ = c.w.Close()
+		}
+	})
 }
 
 // stop waits, at most consoleDrain, for the copier to drain the FIFO after

@@ -27,6 +27,17 @@ type vmm struct {
 	waitErr error
 	// log is the capped log (vmm.log) every process of it writes to.
 	log *cappedFile
+	// adopted is set for a VMM this process did not start (Adopt): it is
+	// waited for and killed through pidfds, cmd and helpers are nil.
+	adopted *adoptedProcs
+}
+
+// pid is the VMM's process id.
+func (v *vmm) pid() int {
+	if v.adopted != nil {
+		return v.adopted.pids[0]
+	}
+	return v.cmd.Process.Pid
 }
 
 // VMMLogMax bounds vmm.log: the VMM's and its helpers' output, which a
@@ -82,6 +93,10 @@ func (v *vmm) addHelper(cmd *exec.Cmd, logPath string, dieWithParent bool) error
 }
 
 func (v *vmm) killHelpers() {
+	if v.adopted != nil {
+		v.adopted.killHelpers()
+		return
+	}
 	for _, h := range v.helpers {
 		killGroup(h)
 		// virtiofsd ends by itself once the VMM is gone; reap it without
@@ -102,12 +117,19 @@ func (v *vmm) kill() {
 		v.killHelpers()
 		return
 	}
-	killGroup(v.cmd)
+	if v.adopted != nil {
+		v.adopted.kill()
+	} else {
+		killGroup(v.cmd)
+	}
 	<-v.done
 }
 
 // pids are the VMM's and its helpers' process ids.
 func (v *vmm) pids() []int {
+	if v.adopted != nil {
+		return v.adopted.pids
+	}
 	pids := []int{v.cmd.Process.Pid}
 	for _, h := range v.helpers {
 		pids = append(pids, h.Process.Pid)

@@ -61,23 +61,10 @@ func (f runFiles) share(tag string) string { return filepath.Join(f.dir, "fs-"+t
 // Start boots a VM and returns once its agent answers. On any error
 // nothing is left running.
 func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
-	opts = opts.withDefaults()
-	if err := spec.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid VM spec: %w", err)
-	}
-	if err := spec.checkFiles(); err != nil {
-		return nil, err
-	}
-	host := DetectHostVirt()
-	b, err := SelectBackend(opts, host)
+	v, b, err := newVM(ctx, opts, spec)
 	if err != nil {
 		return nil, err
 	}
-	log.G(ctx).WithField("backend", b.Name()).Debugf("starting VM: %s", host.Reason)
-	if err := CheckHostMemory(spec.MemoryMiB, spec.Host.Cgroup); err != nil {
-		return nil, err
-	}
-	v := &VM{Backend: b.Name(), spec: spec, opts: opts, files: newRunFiles(&spec)}
 	if err := v.launch(ctx, b); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
@@ -95,6 +82,27 @@ func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// newVM checks spec and the host and picks the backend that boots it.
+func newVM(ctx context.Context, opts Options, spec Spec) (*VM, Backend, error) {
+	opts = opts.withDefaults()
+	if err := spec.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("invalid VM spec: %w", err)
+	}
+	if err := spec.checkFiles(); err != nil {
+		return nil, nil, err
+	}
+	host := DetectHostVirt()
+	b, err := SelectBackend(opts, host)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.G(ctx).WithField("backend", b.Name()).Debugf("starting VM: %s", host.Reason)
+	if err := CheckHostMemory(spec.MemoryMiB, spec.Host.Cgroup); err != nil {
+		return nil, nil, err
+	}
+	return &VM{Backend: b.Name(), spec: spec, opts: opts, files: newRunFiles(&spec)}, b, nil
 }
 
 // Attach makes a VM of a stand-in VMM, cmd, whose agent channel is
@@ -191,7 +199,27 @@ func (v *VM) connect(ctx context.Context) error {
 	if err != nil {
 		return v.bootError(ctx, err)
 	}
+	if err := v.readHello(ctx, conn); err != nil {
+		conn.Close()
+		return v.bootError(ctx, err)
+	}
 	return v.handshake(ctx, conn)
+}
+
+// readHello reads the agent's hello (api.Hello) by the boot deadline,
+// failing early when the VMM ends.
+func (v *VM) readHello(ctx context.Context, conn net.Conn) error {
+	deadline, _ := ctx.Deadline()
+	read := make(chan error, 1)
+	go func() { read <- api.ReadHello(conn, deadline) }()
+	select {
+	case err := <-read:
+		return err
+	case <-v.proc.done:
+		conn.Close()
+		<-read
+		return errVMMEnded
+	}
 }
 
 // handshake starts the channel on conn and waits for the agent's Ping.
@@ -288,7 +316,7 @@ func (v *VM) consoleTail() string {
 }
 
 // Pid is the VMM's process id.
-func (v *VM) Pid() int { return v.proc.cmd.Process.Pid }
+func (v *VM) Pid() int { return v.proc.pid() }
 
 // Done is closed once the VMM has ended.
 func (v *VM) Done() <-chan struct{} { return v.proc.done }
@@ -340,7 +368,9 @@ func (v *VM) shutdown(ctx context.Context) error {
 func (v *VM) Kill() {
 	v.stopOnce.Do(func() {
 		v.proc.kill()
-		v.Agent.Close()
+		if v.Agent != nil { // a warm VM has no channel yet
+			v.Agent.Close()
+		}
 		v.removeFiles()
 	})
 }
