@@ -101,18 +101,20 @@ func in(path string, fn func() error) error {
 
 // AddTap creates the VM's tap device in the namespace, up, owned by root.
 func AddTap(path string) error {
-	return in(path, func() error {
-		tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: Tap}, Mode: netlink.TUNTAP_MODE_TAP,
-			Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI}
-		if err := netlink.LinkAdd(tap); err != nil {
-			return fmt.Errorf("add tap %s: %w", Tap, err)
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			_ = netlink.LinkSetUp(lo)
-		}
-		return netlink.LinkSetUp(tap)
-	})
+	return in(path, addTap)
+}
+
+func addTap() error {
+	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: Tap}, Mode: netlink.TUNTAP_MODE_TAP,
+		Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI}
+	if err := netlink.LinkAdd(tap); err != nil {
+		return fmt.Errorf("add tap %s: %w", Tap, err)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		_ = netlink.LinkSetUp(lo)
+	}
+	return netlink.LinkSetUp(tap)
 }
 
 // Mirror finds the interface CNI configured in the namespace (the one

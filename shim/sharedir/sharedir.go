@@ -93,7 +93,9 @@ func (d *Dir) Create() (retErr error) {
 func (d *Dir) Destroy() error {
 	var errs []error
 	for _, m := range d.Mounts() {
-		if err := mount.UnmountAll(m, unix.MNT_DETACH); err != nil {
+		// A mount point already removed (by whoever adopted a handed-over
+		// share) is unmounted as well.
+		if err := mount.UnmountAll(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, err)
 		}
 	}
