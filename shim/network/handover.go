@@ -16,11 +16,6 @@ import (
 // given (a CRI pod's): a tap keeps working in another namespace, the VMM
 // holds its file.
 
-// TapIn makes the VM's tap in the namespace held by ns, up, like AddTap.
-func TapIn(ns *os.File) error {
-	return inFD(ns, addTap)
-}
-
 // MoveTap moves the VM's tap from the namespace held by from into the one
 // pinned at to, and brings it up there.
 func MoveTap(from *os.File, to string) error {

@@ -13,11 +13,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/msb-runtime/msb/pool"
 	"github.com/msb-runtime/msb/vm"
 )
 
 // Config is the runtime's configuration: /opt/msb/etc/msb.toml when it
-// exists, then the runtime options containerd passes (CRI's
+// exists, then the file $MSB_CONFIG names, then the runtime options containerd passes (CRI's
 // `[…runtimes.msb.options] ConfigPath = …` or its TOML body), then the
 // MSB_BACKEND environment variable.
 type Config struct {
@@ -36,6 +37,8 @@ type Config struct {
 	BootTimeout string `toml:"boot_timeout"`
 	// KernelArgs are appended to the guest kernel command line.
 	KernelArgs []string `toml:"kernel_args"`
+	// WarmPool: sandboxes take VMs booted ahead by msb-pool (warm.go).
+	WarmPool pool.Config `toml:"warm_pool"`
 }
 
 const systemConfig = vm.DefaultPrefix + "/etc/msb.toml"
@@ -47,9 +50,11 @@ func defaultConfig() Config {
 // loadConfig builds the configuration for one sandbox.
 func loadConfig(opts *anypb.Any) (Config, error) {
 	c := defaultConfig()
-	if b, err := os.ReadFile(systemConfig); err == nil {
-		if err := toml.Unmarshal(b, &c); err != nil {
-			return c, fmt.Errorf("%s: %w", systemConfig, err)
+	for _, p := range configFiles() {
+		if b, err := os.ReadFile(p); err == nil {
+			if err := toml.Unmarshal(b, &c); err != nil {
+				return c, fmt.Errorf("%s: %w", p, err)
+			}
 		}
 	}
 	if opts != nil && opts.GetTypeUrl() != "" {
