@@ -102,7 +102,10 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 // boot starts the sandbox's VM for its first container, which the agent
 // then creates.
 func (s *service) boot(ctx context.Context, cfg Config, b *bootSpec) (*sandbox, error) {
-	sb, err := startSandbox(ctx, cfg, b)
+	sb, err := claimWarm(ctx, cfg, b)
+	if err == nil && sb == nil {
+		sb, err = startSandbox(ctx, cfg, b)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +152,7 @@ func prepare(ctx context.Context, cfg Config, r *taskAPI.CreateTaskRequest, join
 	if err != nil {
 		return nil, err
 	}
-	b := &bootSpec{id: r.ID, bundle: r.Bundle, size: size, guest: guest, pod: p, netns: guest.NetNS}
+	b := &bootSpec{id: r.ID, bundle: r.Bundle, size: size, guest: guest, pod: p, netns: guest.NetNS, rootfs: r.Rootfs}
 	if !joining {
 		if b.host, err = hostLimits(spec, podSized(spec, p), r.ID, size.MemoryMiB); err != nil {
 			return nil, err

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
@@ -63,6 +64,9 @@ type bootSpec struct {
 	withNet bool
 	netns   string
 	pod     *pod
+	// rootfs are containerd's rootfs mounts, planned again without disks
+	// for a VM from the warm pool (warm.go).
+	rootfs []*types.Mount
 }
 
 // exports are what the container needs in the VM's share: its binds and
