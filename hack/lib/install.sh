@@ -106,6 +106,31 @@ msb_inst_shim() {
   msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_PREFIX/bin/containerd-shim-msb-v1"
 }
 
+# ---- msb-pool (warm VM pool) and its systemd unit -------------------------------
+msb_inst_pool() {
+  if ! msb__go_pkg_present pool/cmd/msb-pool; then
+    msb_skip "not in tree (pool/cmd/msb-pool)"
+    return 0
+  fi
+  local out=$MSB_CACHE/gobuild/msb-pool unit=$MSB_PREFIX/lib/systemd/system/msb-pool.service tmp
+  msb__go_build "$out" ./pool/cmd/msb-pool
+  msb_install_file "$out" "$MSB_PREFIX/bin/msb-pool" 0755
+  local changed=$MSB_CHANGED
+  mkdir -p "$(dirname "$unit")"
+  tmp=$(mktemp "$unit.tmp.XXXXXX")
+  sed -e "s|@MSB_PREFIX@|$MSB_PREFIX|g" -e "s|@MSB_SHARE@|$MSB_SHARE|g" \
+    "$MSB_ROOT/hack/systemd/msb-pool.service.in" >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$unit"
+  # Where systemd runs, it finds the unit; enabling it is the admin's call
+  # (the pool is off until warm_pool is set).
+  if [[ -d /run/systemd/system ]] && [[ $unit != /etc/systemd/system/* ]]; then
+    ln -sf "$unit" /etc/systemd/system/msb-pool.service
+    systemctl daemon-reload || true
+  fi
+  msb_note "$( ((changed)) && echo updated || echo unchanged) $MSB_PREFIX/bin/msb-pool, $unit"
+}
+
 # ---- msb-jail (starts virtiofsd in namespaces of its own) --------------------------
 msb_inst_jail() {
   local src=$MSB_ROOT/vm/jail/msb-jail.c bin=$MSB_CACHE/bin/msb-jail
@@ -225,6 +250,7 @@ msb_install_steps() {
   msb__install_step boot.erofs msb_inst_boot_disk
   msb__install_step floor.erofs msb_inst_floor_disk
   msb__install_step shim msb_inst_shim
+  msb__install_step msb-pool msb_inst_pool
   msb__install_step msb-jail msb_inst_jail
   msb__install_step msb-vmm msb_inst_vmm
   msb__install_step containerd-config msb_inst_containerd_config
