@@ -598,7 +598,8 @@ func shimPID(t *testing.T, id string) int {
 }
 
 // vmms returns the VMM processes that belong to this suite: descendants of
-// our shims, or orphans whose command line names containerd's root or state
+// our shims, VMMs a shim adopted from the warm pool (it holds their
+// pidfds), or orphans whose command line names containerd's root or state
 // (their disks and sockets live there).
 func vmms(ps []proc, underShim int) []proc {
 	byPID := map[int]proc{}
@@ -618,12 +619,13 @@ func vmms(ps []proc, underShim int) []proc {
 		}
 		return false
 	}
+	held := heldPids(ps, underShim)
 	var out []proc
 	for _, p := range ps {
 		if !slices.Contains(vmmNames, p.exe) {
 			continue
 		}
-		if descends(p, underShim) || (underShim == 0 &&
+		if descends(p, underShim) || held[p.pid] || (underShim == 0 &&
 			(strings.Contains(p.cmdline, ctdRoot+"/") || strings.Contains(p.cmdline, ctdState+"/"))) {
 			out = append(out, p)
 		}
@@ -677,6 +679,9 @@ func captureHostState(t *testing.T) hostState {
 	for _, p := range vmms(ps, 0) {
 		s.VMMs = append(s.VMMs, fmt.Sprintf("%d %s", p.pid, p.cmdline))
 	}
+	claimedVMMs, claimedDirs := claimedFromPool(ps)
+	s.VMMs = append(s.VMMs, claimedVMMs...)
+	s.MSBDirs = append(s.MSBDirs, claimedDirs...)
 	if isMSB() {
 		ents, _ := os.ReadDir(envOr("MSB_CONTAINERD_SOCKET_DIR", "/run/msb-test/s"))
 		for _, e := range ents {

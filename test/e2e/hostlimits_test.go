@@ -208,7 +208,7 @@ func TestHostCgroupShimKilled(t *testing.T) {
 	}
 }
 
-var runDirRE = regexp.MustCompile(`/run/msb/vm/[0-9a-f]+/`)
+var runDirRE = regexp.MustCompile(`/run/msb/(pool/)?vm/[0-9a-f]+/`)
 
 // TestConsoleFlood: a privileged container writes to the guest's console
 // (hvc0, through a /dev/console node it makes) for 30 s; the console log

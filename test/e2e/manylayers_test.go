@@ -120,10 +120,14 @@ func writeLayer(path string, i int) error {
 	return f.Close()
 }
 
-// vmPIDs are the shim's descendants (the VMM and its helpers).
+// vmPIDs are the shim's descendants (the VMM and its helpers), or the VMM
+// and helpers it adopted from the warm pool and theirs.
 func vmPIDs(shim int) []int {
-	var out []int
 	ps := procs()
+	var out []int
+	for pid := range heldPids(ps, shim) {
+		out = append(out, pid) // a VM adopted from the warm pool
+	}
 	for changed := true; changed; {
 		changed = false
 		for _, p := range ps {
