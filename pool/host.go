@@ -18,8 +18,8 @@ import (
 )
 
 // Host boots the pool's VMs on this host: msb-pool's side. It must run in
-// a mount namespace of its own (the VMs' shares live there) that is a
-// slave of the host's.
+// a mount namespace of its own that is a slave of the host's; each VM's
+// share lives in a namespace of its own below that (mountns.go).
 type Host struct {
 	Key  VMKey
 	Opts vm.Options
@@ -48,24 +48,29 @@ func (h *Host) boot(ctx context.Context, id string) (_ *member, retErr error) {
 	if err := os.MkdirAll(m.RunDir, 0o700); err != nil {
 		return nil, err
 	}
-	sd := sharedir.New(m.ShareBase)
-	if err := sd.Create(); err != nil {
-		return nil, err
-	}
 	if err := network.NewNamespace(rec.NetNS); err != nil {
 		return nil, err
 	}
 	if err := network.AddTap(rec.NetNS); err != nil {
 		return nil, err
 	}
+	sd := sharedir.New(m.ShareBase)
 	spec := h.spec(m, rec)
-	w, err := vm.Boot(ctx, h.Opts, spec)
+	var w *vm.Warm
+	ns, err := inNewMountNS(func() error {
+		if err := sd.Create(); err != nil {
+			return err
+		}
+		var err error
+		w, err = vm.Boot(ctx, h.Opts, spec)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	m.Pid = w.Pid()
 	m.vm = w
-	m.res = &hostRes{rec: rec, share: sd}
+	m.res = &hostRes{rec: rec, share: sd, ns: ns}
 	spec.Host = vm.HostLimits{}
 	m.offer = Offer{ID: id, Spec: spec, RunDir: m.RunDir, ShareBase: m.ShareBase, NetNS: rec.NetNS}
 	return m, nil
@@ -92,10 +97,16 @@ func (h *Host) spec(m *member, rec *record) vm.Spec {
 type hostRes struct {
 	rec   *record
 	share *sharedir.Dir
+	// ns is the VM's mount namespace, which holds its share.
+	ns *os.File
 }
 
 func (r *hostRes) files() ([]*os.File, error) {
-	tree, err := r.share.Clone()
+	var tree *os.File
+	err := inMountNS(r.ns, func() (err error) {
+		tree, err = r.share.Clone()
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +127,8 @@ func (r *hostRes) forget(release func() error) error {
 	if err := r.rec.write(); err != nil {
 		return err
 	}
-	errs := []error{r.share.Forget()}
+	errs := []error{inMountNS(r.ns, r.share.Forget)}
+	r.ns.Close()
 	if err := unix.Unmount(r.rec.NetNS, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 		errs = append(errs, fmt.Errorf("unpin %s: %w", r.rec.NetNS, err))
 	}
@@ -127,4 +139,9 @@ func (r *hostRes) forget(release func() error) error {
 	return r.rec.remove()
 }
 
-func (r *hostRes) destroy() error { return r.rec.cleanup() }
+// destroy drops the VM's mount namespace, and the share's mounts with it
+// (its VMM is gone: nothing else is in it), then what the record names.
+func (r *hostRes) destroy() error {
+	r.ns.Close()
+	return r.rec.cleanup()
+}
