@@ -118,15 +118,16 @@ func (r *hostRes) files() ([]*os.File, error) {
 	return []*os.File{tree, ns}, nil
 }
 
-// forget lets go of a claimed VM: marked claimed in its record first, so
-// that a restarted pool never kills it, then the pool's mounts of its
-// share and network namespace and its hold on the VM itself (its emptied
-// cgroup), then the record.
-func (r *hostRes) forget(release func() error) error {
+// claimed marks the record: a restarted pool never kills the VM.
+func (r *hostRes) claimed() error {
 	r.rec.Claimed = true
-	if err := r.rec.write(); err != nil {
-		return err
-	}
+	return r.rec.write()
+}
+
+// forget lets go of a claimed VM: the pool's mounts of its share and
+// network namespace and its hold on the VM itself (its emptied cgroup),
+// then the record.
+func (r *hostRes) forget(release func() error) error {
 	errs := []error{inMountNS(r.ns, r.share.Forget)}
 	r.ns.Close()
 	if err := unix.Unmount(r.rec.NetNS, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {

@@ -32,8 +32,11 @@ type resources interface {
 	// files are a copy of the share's mount and the network namespace,
 	// which come with an offer.
 	files() ([]*os.File, error)
-	// forget drops the pool's hold on them, and with release on the VM,
-	// once the claimant owns the VM.
+	// claimed records that the claimant owns the VM: a restarted pool
+	// must not destroy it. It comes before the claimant is told.
+	claimed() error
+	// forget then drops the pool's hold on them, and with release on the
+	// VM.
 	forget(release func() error) error
 	// destroy removes them, once the VM is killed.
 	destroy() error

@@ -97,6 +97,8 @@ func (r *fakeRes) files() ([]*os.File, error) {
 	return out, nil
 }
 
+func (r *fakeRes) claimed() error { return nil }
+
 func (r *fakeRes) forget(release func() error) error {
 	r.mu.Lock()
 	r.forgotten++
@@ -226,9 +228,21 @@ func TestClaimAck(t *testing.T) {
 	if err := c.Ack(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	forgotten, _ := resOf(m).counts()
-	if killed, released := m.vm.(*fakeVM).state(); killed || !released || forgotten != 1 {
-		t.Errorf("after the ack: killed %v, released %v, forgotten %d", killed, released, forgotten)
+	// The pool lets go of the VM once it answered the ack.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		forgotten, _ := resOf(m).counts()
+		killed, released := m.vm.(*fakeVM).state()
+		if killed {
+			t.Fatal("the pool killed the VM it handed over")
+		}
+		if released && forgotten == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the ack: released %v, forgotten %d", released, forgotten)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	for _, r := range f.waitReady(t, 2) {
 		if r.ID == c.ID {

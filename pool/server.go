@@ -85,14 +85,23 @@ func (p *Pool) claim(ctx context.Context, conn *net.UnixConn, req *ClaimRequest)
 		m.destroy()
 		return
 	}
-	if err := m.res.forget(m.vm.Release); err != nil {
-		lg.WithError(err).Warn("warm pool: forget the claimed VM")
+	if err := m.res.claimed(); err != nil {
+		lg.WithError(err).Warn("warm pool: the claimed VM's record; VM destroyed")
+		_ = send(conn, &message{Error: fmt.Sprintf("warm pool: %v", err)})
+		m.destroy()
+		return
 	}
 	p.mu.Lock()
 	p.claimed++
 	p.mu.Unlock()
-	lg.Info("warm pool: VM claimed")
+	// The claimant goes on at once; what the pool lets go of does not
+	// concern it (its copy of the share is a peer of the pool's until the
+	// pool's leaves the group).
 	_ = send(conn, &message{})
+	if err := m.res.forget(m.vm.Release); err != nil {
+		lg.WithError(err).Warn("warm pool: forget the claimed VM")
+	}
+	lg.Info("warm pool: VM claimed")
 }
 
 // offer sends m and its files.
