@@ -461,8 +461,15 @@ func (b *builder) assemble(p *Plan) error {
 			}
 			opts := u.opts
 			if !b.upperOnDisk {
-				// The guest attaches the file to a loop device.
-				opts = append(slices.Clone(opts), "loop")
+				// The guest attaches the file to a loop device. No write
+				// barriers: each would be a round trip to the file server
+				// and an fsync of the image on the host, whose durability
+				// no one asks for (runc's upper directory is not synced
+				// either). The writes themselves reach the host file in
+				// order (virtio-fs writes through), so the image stays
+				// consistent for a journal replay if the VM dies; measured
+				// under TCG: its unmount 40 ms → 14 ms.
+				opts = append(slices.Clone(opts), "loop", "nobarrier")
 			}
 			p.Mounts = append(p.Mounts, &api.Mount{Type: "ext4", Source: src, Target: b.points[i], Options: opts, Mkdirs: u.mkdirs})
 			continue

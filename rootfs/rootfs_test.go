@@ -400,7 +400,7 @@ func TestPrepareDiskBudget(t *testing.T) {
 	}{
 		{0, nil, []share.Export{{Name: "rw", Source: img}, {Name: "l1", Source: r.layer(3), ReadOnly: true},
 			{Name: "l2", Source: r.layer(2), ReadOnly: true}, {Name: "l3", Source: r.layer(1), ReadOnly: true}},
-			"ext4 " + f + "/rw [rw,loop]|erofs " + f + "/l1 [ro]|erofs " + f + "/l2 [ro]|erofs " + f + "/l3 [ro]"},
+			"ext4 " + f + "/rw [rw,loop,nobarrier]|erofs " + f + "/l1 [ro]|erofs " + f + "/l2 [ro]|erofs " + f + "/l3 [ro]"},
 		{2, []string{pre + "-rw", pre + "-l1"}, []share.Export{{Name: "l2", Source: r.layer(2), ReadOnly: true},
 			{Name: "l3", Source: r.layer(1), ReadOnly: true}},
 			"ext4 disk:" + pre + "-rw [rw]|erofs disk:" + pre + "-l1 [ro]|erofs " + f + "/l2 [ro]|erofs " + f + "/l3 [ro]"},

@@ -54,7 +54,17 @@ func configureLoop(dev string, img *os.File, readOnly bool) (*os.File, error) {
 	if readOnly {
 		cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
 	}
-	if err := unix.IoctlLoopConfigure(int(f.Fd()), &cfg); err != nil {
+	// Direct I/O where the image's file system has it (virtio-fs does):
+	// the loop device's own cache is the only one, and a request goes to
+	// the file as one, not page by page (measured under TCG: a root on
+	// a virtio-fs image mounted 10-25 % faster).
+	dio := cfg
+	dio.Info.Flags |= unix.LO_FLAGS_DIRECT_IO
+	err = unix.IoctlLoopConfigure(int(f.Fd()), &dio)
+	if errors.Is(err, unix.EINVAL) {
+		err = unix.IoctlLoopConfigure(int(f.Fd()), &cfg)
+	}
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("loop: attach %s to %s: %w", img.Name(), dev, Errno(err))
 	}
