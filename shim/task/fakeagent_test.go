@@ -46,6 +46,7 @@ type fakeAgent struct {
 	oomCalls int
 	deleted  chan struct{}
 	stdio    []net.Conn
+	stdin    chan net.Conn
 }
 
 func newFakeAgent() *fakeAgent {
@@ -138,11 +139,15 @@ func (a *fakeAgent) calls() int {
 	return a.oomCalls
 }
 
-// keepStdio holds the stdio streams the host opens, unread.
-func (a *fakeAgent) keepStdio(_ api.StdioHeader, s net.Conn) {
+// keepStdio holds the stdio streams the host opens, unread; the stdin
+// streams also go to stdin, when a test made that channel.
+func (a *fakeAgent) keepStdio(h api.StdioHeader, s net.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stdio = append(a.stdio, s)
+	if h.FD == api.Stdin && a.stdin != nil {
+		a.stdin <- s
+	}
 }
 
 // guestConn is the guest's end of the channel. Once stall is closed it

@@ -122,7 +122,10 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if sb != nil && sb.bundle != c.bundle {
 		cleanupState(ctx, c.bundle) // a pod member's host mounts
 	}
+	// The guest killed what still ran and closed its streams: what they
+	// wrote reaches containerd's side before the FIFOs close.
 	for _, e := range c.all() {
+		e.stdioCopier().wait()
 		e.stdioCopier().close()
 	}
 	s.mu.Lock()
@@ -179,15 +182,16 @@ func (s *service) deleteInGuest(ctx context.Context, c *container) {
 	}
 }
 
-// CloseIO closes a process's stdin once what containerd wrote to it was
-// sent.
+// CloseIO ends a process's stdin once what its clients wrote was sent and
+// they closed the FIFO. Only CloseIO does: a client that closes the FIFO
+// without it detaches.
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
 	_, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	if r.Stdin {
-		p.stdioCopier().finishStdin()
+		p.closeStdin()
 	}
 	return empty, nil
 }

@@ -34,6 +34,8 @@ type process struct {
 	exitStatus uint32
 	exitedAt   time.Time
 	exited     chan struct{}
+	// stdinClosed records CloseIO of stdin.
+	stdinClosed bool
 }
 
 func newProcess(cid, execID string, spec *specs.Process, s stdio) *process {
@@ -124,6 +126,18 @@ func (p *process) setIO(pio *procIO) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.io = pio
+	if p.stdinClosed {
+		pio.endStdin()
+	}
+}
+
+// closeStdin is CloseIO's: stdin ends once the clients have closed the
+// FIFO, also when CloseIO came before the process started.
+func (p *process) closeStdin() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stdinClosed = true
+	p.io.endStdin()
 }
 
 // stdioCopier returns the process's stdio copier; nil before it started.
