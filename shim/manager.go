@@ -24,7 +24,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/msb-runtime/msb/shim/state"
+	"github.com/msb-runtime/msb/shim/journal"
 )
 
 // RuntimeName is what users pass to --runtime.
@@ -184,24 +184,22 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
 	removeStaleSocket(ctx, bundle)
-	st, err := state.Read(bundle)
+	killed := cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}
+	j, err := journal.Open(filepath.Join(bundle, journal.FileName))
+	if errdefs.IsNotFound(err) {
+		return killed, nil
+	}
 	if err != nil {
-		if errdefs.IsNotFound(err) {
-			return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
-		}
 		return cshim.StopStatus{}, err
 	}
-	if st.OwnerRunning() {
-		// containerd closed its connection for this task only (a pod's
-		// sandbox deleted before its other containers): the shim still
-		// runs the VM for them and cleans up when the last one goes.
-		log.G(ctx).WithField("id", id).WithField("shim_pid", st.ShimPid).Debug("the shim owning the VM still runs")
-		return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
-	}
-	if err := st.Cleanup(ctx); err != nil {
+	killed.Pid = j.VMMPid()
+	// While the shim that owns the VM runs (containerd closed its
+	// connection for one task only: a pod's sandbox deleted before its
+	// other containers), Recover leaves everything to it.
+	if err := j.Recover(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
 	}
-	return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+	return killed, nil
 }
 
 // removeStaleSocket removes the shim socket the bundle's bootstrap.json

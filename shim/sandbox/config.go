@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func defaultConfig() Config {
 }
 
 // loadConfig builds the configuration for one sandbox.
-func loadConfig(opts *anypb.Any) (Config, error) {
+func LoadConfig(opts *anypb.Any) (Config, error) {
 	c := defaultConfig()
 	if b, err := os.ReadFile(systemConfig); err == nil {
 		if err := toml.Unmarshal(b, &c); err != nil {
