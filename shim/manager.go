@@ -18,13 +18,17 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	apitypes "github.com/containerd/containerd/api/types"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	cshim "github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/msb-runtime/msb/shim/journal"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // RuntimeName is what users pass to --runtime.
@@ -58,6 +62,9 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	id := params.GetInstanceID()
 	group, err := groupID(id)
 	if err != nil {
+		return nil, err
+	}
+	if err := keepOptions(params); err != nil {
 		return nil, err
 	}
 	socketDir := params.GetSocketDir()
@@ -149,9 +156,13 @@ func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapPara
 }
 
 // groupID is the pod's sandbox id when CRI says the container belongs to
-// one, else the container's own id.
+// one, else the container's own id. A sandbox started through the
+// sandbox API has no config.json: it is its own group.
 func groupID(id string) (string, error) {
 	b, err := os.ReadFile("config.json")
+	if errors.Is(err, os.ErrNotExist) {
+		return id, nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("read bundle config.json: %w", err)
 	}
@@ -167,6 +178,26 @@ func groupID(id string) (string, error) {
 		}
 	}
 	return id, nil
+}
+
+// keepOptions stores the runtime options of the bootstrap in the bundle
+// for the sandbox API, whose CreateSandbox does not carry them (the task
+// API's Create does).
+func keepOptions(params *bootapi.BootstrapParams) error {
+	for _, e := range params.GetExtensions() {
+		v := e.GetValue()
+		if !typeurl.Is(v, &runtimeoptions.Options{}) {
+			continue
+		}
+		b, err := proto.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(sandbox.OptionsFile, b, 0o600); err != nil {
+			return fmt.Errorf("keep runtime options: %w", err)
+		}
+	}
+	return nil
 }
 
 // Stop cleans up after a shim that is gone (containerd's "delete" action):

@@ -98,6 +98,10 @@ func TestLoadConfigRuncIOOwner(t *testing.T) {
 	if _, err := LoadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, IoGid: 1000})); err != nil {
 		t.Fatalf("io owner: %v", err)
 	}
+	// A container of a sandbox-API pod: CRI names the sandbox's task API.
+	if _, err := LoadConfig(optionsAny(t, &runcoptions.Options{TaskApiAddress: "ttrpc+unix:///s", TaskApiVersion: 3})); err != nil {
+		t.Fatalf("task API endpoint: %v", err)
+	}
 	_, err := LoadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, BinaryName: "crun"}))
 	if err == nil || !strings.Contains(err.Error(), "crun") {
 		t.Fatalf("runc binary name: %v", err)

@@ -66,6 +66,9 @@ type BootSpec struct {
 	// First is the container that boots the VM, nil for a pod booted by
 	// the sandbox API.
 	First *Member
+	// PodFiles, for a pod booted by the sandbox API, are made and
+	// exported for its containers to bind.
+	PodFiles *PodFiles
 	// BeforeNetwork runs once the VMM runs, before the network it sits in
 	// is handed to the guest: the first container's host hooks, with the
 	// VMM's pid.

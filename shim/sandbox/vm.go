@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/share"
 	"github.com/msb-runtime/msb/shim/journal"
 	"github.com/msb-runtime/msb/shim/network"
@@ -153,6 +155,16 @@ func (s *VM) prepareHost(ctx context.Context, b *BootSpec) error {
 		}
 		if b.First != nil {
 			if err := exportAll(first, s.share, b.First); err != nil {
+				return err
+			}
+		}
+		if b.PodFiles != nil {
+			exps, err := s.writePodFiles(b.PodFiles)
+			if err != nil {
+				return err
+			}
+			pod := &Member{ID: b.PodFiles.ID, Guest: &oci.Guest{Exports: exps}, Plan: &rootfs.Plan{}}
+			if err := exportAll(s.journal, s.share, pod); err != nil {
 				return err
 			}
 		}

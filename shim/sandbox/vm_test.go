@@ -70,3 +70,51 @@ func inMountNS(t *testing.T, fn func()) {
 	}()
 	<-done
 }
+
+// The pod files of a sandbox-API pod: each in a tmpfs of its own (the
+// guest may write them, not fill the host's /run), undone by the journal.
+func TestPodFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the pod files are on tmpfs: needs root")
+	}
+	inMountNS(t, func() {
+		base := t.TempDir()
+		s := New()
+		s.runDir = filepath.Join(base, "run")
+		if err := os.Mkdir(s.runDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		j, err := journal.Create(filepath.Join(base, "j"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.journal = j
+		exps, err := s.writePodFiles(&PodFiles{ID: "p", Hostname: "h\n", Hosts: "127.0.0.1 localhost\n", ResolvConf: "nameserver 10.0.0.1\n", ShmSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, e := range exps {
+			if !e.Dir {
+				b, _ := os.ReadFile(e.Source)
+				got[e.Name] = string(b)
+			}
+			if err := e.Validate(); err != nil {
+				t.Error(err)
+			}
+		}
+		if got[PodHostname] != "h\n" || got[PodResolvConf] != "nameserver 10.0.0.1\n" || len(exps) != 4 {
+			t.Fatalf("pod files %v (%d exports)", got, len(exps))
+		}
+		big := make([]byte, 2*podFilesSize)
+		if err := os.WriteFile(filepath.Join(s.runDir, "pod", PodHosts), big, 0o644); err == nil {
+			t.Error("a pod file grew past its tmpfs")
+		}
+		if err := j.Undo(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), s.runDir) {
+			t.Fatal("pod tmpfs left mounted")
+		}
+	})
+}

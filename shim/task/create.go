@@ -80,6 +80,9 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 	if err != nil {
 		return nil, err
 	}
+	if pod, byAPI := s.podByAPI(); byAPI {
+		withPodFiles(m.Guest.Spec, pod, sharesIPC(spec))
+	}
 	c := newContainer(r, m.Guest)
 	if sb != nil {
 		err = sb.Join(ctx, m)
@@ -95,6 +98,13 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*co
 	s.mu.Unlock()
 	s.watch(c, sb)
 	return c, nil
+}
+
+// podByAPI is the pod sandbox the sandbox API booted, if it did.
+func (s *service) podByAPI() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pod, s.byAPI
 }
 
 // boot starts the sandbox's VM for its first container.
@@ -155,7 +165,7 @@ func bootSpec(cfg sandbox.Config, spec *specs.Spec, p *pod, m *sandbox.Member) (
 	if err != nil {
 		return nil, err
 	}
-	host, err := hostLimits(spec, podSized(spec, p), m.ID, size.MemoryMiB)
+	host, err := sandbox.HostLimits(spec, podSized(spec, p), m.ID, size.MemoryMiB)
 	if err != nil {
 		return nil, err
 	}
