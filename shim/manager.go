@@ -103,7 +103,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 		return nil, err
 	}
 	defer f.Close()
-	cmd, err := serverCommand(ctx, id, params)
+	cmd, err := serverCommand(ctx, id, addr, params)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	return res, nil
 }
 
-func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
+func serverCommand(ctx context.Context, id, addr string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapPara
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2", sandbox.AddressEnv+"="+addr)
 	// A mount namespace of its own: shim/mountns.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil

@@ -3,7 +3,8 @@
 // its containers share one PID namespace the shim has the agent start this
 // as the namespace's first process (msb-agent itself, run with
 // ModeEnv=ModePause): it reaps orphans and exits on SIGINT or SIGTERM, as
-// Kubernetes' pause does.
+// Kubernetes' pause does. The kernel never passes ModeEnv to the real PID
+// 1 unless the host's kernel arguments say so.
 package pause
 
 import (
@@ -19,8 +20,10 @@ const (
 	ModePause = "pause"
 )
 
-// Requested says whether msb-agent was started as the pod's pause.
-func Requested() bool { return os.Getenv(ModeEnv) == ModePause && os.Getpid() == 1 }
+// Requested says whether msb-agent was started as the pod's pause: PID 1
+// of the pod's PID namespace, or a process of the VM's own when the pod
+// asked for the node's.
+func Requested() bool { return os.Getenv(ModeEnv) == ModePause }
 
 // Run waits for a signal to end, reaping what the kernel hands it.
 func Run() {

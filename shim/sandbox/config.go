@@ -127,6 +127,12 @@ func (c Config) kernel() vm.Kernel {
 
 func (c Config) bootDisk() string { return filepath.Join(c.ShareDir, "boot.erofs") }
 
+// AddressEnv tells the shim server its socket, which it removes itself
+// when the sandbox API shuts it down: containerd removes the bundle, and
+// with it what "shim delete" would read the socket from, before the shim
+// has exited.
+const AddressEnv = "MSB_SHIM_ADDRESS"
+
 // OptionsFile holds, in a sandbox's bundle, the runtime options containerd
 // gave the shim's bootstrap: the sandbox API's CreateSandbox carries none.
 const OptionsFile = "msb-options.pb"

@@ -52,6 +52,9 @@ func newPod(ctx context.Context, r *sandboxAPI.CreateSandboxRequest) (*pod, erro
 		return nil, err
 	}
 	p := &pod{id: r.GetSandboxID(), cfg: pc}
+	if err := p.checkUserns(); err != nil {
+		return nil, err
+	}
 	sized := p.sized()
 	size, err := oci.VMSize(sized, oci.Defaults{VCPUs: cfg.DefaultVCPUs, MemoryMiB: cfg.DefaultMemoryMiB})
 	if err != nil {
@@ -178,13 +181,39 @@ func (p *pod) hasUserns() bool {
 	return u != nil && u.GetMode() == runtime.NamespaceMode_POD
 }
 
-// sharesPID says whether the pod's containers share one PID namespace.
+// checkUserns refuses what containerd's pause path refuses: a user
+// namespace mode other than the pod's own or the node's, and a pod user
+// namespace without mappings (or the node's with some).
+func (p *pod) checkUserns() error {
+	u := p.nsOptions().GetUsernsOptions()
+	if u == nil {
+		return nil
+	}
+	mapped := len(u.GetUids()) > 0 && len(u.GetGids()) > 0
+	switch mode := u.GetMode(); {
+	case mode == runtime.NamespaceMode_POD && !mapped:
+		return fmt.Errorf("user namespace mode %s without uid and gid mappings: %w", mode, errdefs.ErrInvalidArgument)
+	case mode == runtime.NamespaceMode_NODE && (len(u.GetUids())+len(u.GetGids()) > 0):
+		return fmt.Errorf("user namespace mode %s with mappings: %w", mode, errdefs.ErrInvalidArgument)
+	case mode != runtime.NamespaceMode_POD && mode != runtime.NamespaceMode_NODE:
+		return fmt.Errorf("unsupported user namespace mode %s: %w", mode, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// holdsPID says whether a process holds the PID namespace the pod's
+// containers join: a namespace of the pod's own (POD), or the VM's, which
+// is what the node's means in a VM (NODE, as a pause container there would
+// be in it). Each container has its own otherwise.
+func (p *pod) holdsPID() bool { return p.nsOptions().GetPid() != runtime.NamespaceMode_CONTAINER }
+
+// sharesPID says whether the pod has a PID namespace of its own.
 func (p *pod) sharesPID() bool { return p.nsOptions().GetPid() == runtime.NamespaceMode_POD }
 
 // createInGuest makes the pod in the guest: a container of the pod's id
 // without a process, whose creation sets the pod's hostname and sysctls
-// for the VM; when the pod shares its PID namespace, its process holds it
-// (agent/pause), and the pod's containers join it as they join a pause
+// for the VM; when the pod's containers share a PID namespace, its process
+// holds it (agent/pause), and they join it as they join a pause
 // container's.
 func (p *pod) createInGuest(ctx context.Context, a *api.Client) error {
 	spec, err := json.Marshal(p.guestSpec())
@@ -198,7 +227,7 @@ func (p *pod) createInGuest(ctx context.Context, a *api.Client) error {
 	if _, err := a.CreateContainer(actx, &api.CreateContainerRequest{Id: p.id, Rootfs: plan, Spec: spec}); err != nil {
 		return fmt.Errorf("create the pod in the VM: %w", errgrpc.ToNative(err))
 	}
-	if !p.sharesPID() {
+	if !p.holdsPID() {
 		return nil
 	}
 	proc, err := json.Marshal(p.guestSpec().Process)
@@ -229,9 +258,12 @@ func (p *pod) guestSpec() *specs.Spec {
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=64k"}},
 		},
 		Linux: &specs.Linux{
-			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}},
+			Namespaces: []specs.LinuxNamespace{{Type: specs.MountNamespace}},
 			Sysctl:     p.sysctls(),
 		},
+	}
+	if p.sharesPID() {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	}
 	if u := p.nsOptions().GetUsernsOptions(); p.hasUserns() {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})

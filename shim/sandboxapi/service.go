@@ -10,6 +10,7 @@ package sandboxapi
 import (
 	"context"
 	"fmt"
+	"os"
 	goruntime "runtime"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	sandboxAPI "github.com/containerd/containerd/api/runtime/sandbox/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	cshim "github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -46,6 +48,8 @@ type Service struct {
 	// newSandbox makes the VM and inGuest the pod in it (fakes in tests).
 	newSandbox func() sandbox.Sandbox
 	inGuest    func(ctx context.Context, p *pod, sb sandbox.Sandbox) error
+	// shutdownDelay is the constant but in tests.
+	shutdownDelay time.Duration
 
 	// lifecycle serializes the calls that change the sandbox.
 	lifecycle sync.Mutex
@@ -68,7 +72,7 @@ var _ sandboxAPI.TTRPCSandboxService = (*Service)(nil)
 // New returns the sandbox service, which hands the VM it boots to tasks.
 func New(ctx context.Context, tasks task.Service, sd shutdown.Service) *Service {
 	return &Service{
-		ctx: ctx, tasks: tasks, shutdown: sd,
+		ctx: ctx, tasks: tasks, shutdown: sd, shutdownDelay: shutdownDelay,
 		newSandbox: func() sandbox.Sandbox { return sandbox.New() },
 		inGuest:    func(ctx context.Context, p *pod, sb sandbox.Sandbox) error { return p.createInGuest(ctx, sb.Agent()) },
 	}
@@ -305,9 +309,22 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxAPI.ShutdownSan
 		}
 	}
 	s.tasks.Release()
-	s.shutdown.Shutdown()
+	// New connections are refused from now on; this one stays.
+	if addr := os.Getenv(sandbox.AddressEnv); addr != "" {
+		if err := cshim.RemoveSocket(addr); err != nil {
+			log.G(ctx).WithError(err).Warn("remove the shim's socket")
+		}
+	}
+	// The shim exits as soon as its shutdown runs, without waiting for
+	// the replies in flight, and containerd's sandbox controller takes a
+	// ShutdownSandbox whose reply never came for a failure (unlike the
+	// task API's Shutdown): this reply goes out first.
+	time.AfterFunc(s.shutdownDelay, s.shutdown.Shutdown)
 	return &sandboxAPI.ShutdownSandboxResponse{}, nil
 }
+
+// shutdownDelay is how long the shim outlives its ShutdownSandbox reply.
+const shutdownDelay = time.Second
 
 // UpdateSandbox is not supported: a VM keeps the size it booted with.
 func (s *Service) UpdateSandbox(ctx context.Context, r *sandboxAPI.UpdateSandboxRequest) (*sandboxAPI.UpdateSandboxResponse, error) {

@@ -3,6 +3,7 @@ package sandboxapi
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/msb-runtime/msb/agent/api"
@@ -75,9 +77,13 @@ func (f *fakeTasks) Adopt(_ string, sb sandbox.Sandbox) error {
 func (f *fakeTasks) Release()             { f.released = true }
 func (f *fakeTasks) Containers() []string { return nil }
 
-type fakeShutdown struct{ called atomic.Bool }
+type fakeShutdown struct {
+	called atomic.Bool
+	once   sync.Once
+	done   chan struct{}
+}
 
-func (f *fakeShutdown) Shutdown()                                          { f.called.Store(true) }
+func (f *fakeShutdown) Shutdown()                                          { f.called.Store(true); f.once.Do(func() { close(f.done) }) }
 func (f *fakeShutdown) RegisterCallback(func(context.Context) error)       {}
 func (f *fakeShutdown) Done() <-chan struct{}                              { return nil }
 func (f *fakeShutdown) Err() error                                         { return nil }
@@ -93,8 +99,9 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
-	r := &rig{t: t, vm: newFakeVM(), tasks: &fakeTasks{}, sd: &fakeShutdown{}}
+	r := &rig{t: t, vm: newFakeVM(), tasks: &fakeTasks{}, sd: &fakeShutdown{done: make(chan struct{})}}
 	r.s = New(context.Background(), r.tasks, r.sd)
+	r.s.shutdownDelay = 0
 	r.s.newSandbox = func() sandbox.Sandbox { return r.vm }
 	r.s.inGuest = func(context.Context, *pod, sandbox.Sandbox) error { return nil }
 	return r
@@ -180,6 +187,10 @@ func TestSandboxLifecycle(t *testing.T) {
 	is(t, "ping of a stopped sandbox", err, errdefs.IsUnavailable)
 	if _, err := r.s.ShutdownSandbox(ctx, &sandboxAPI.ShutdownSandboxRequest{SandboxID: "sb1"}); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-r.sd.done:
+	case <-time.After(10 * time.Second):
 	}
 	if !r.tasks.released || !r.sd.called.Load() || r.vm.stops.Load() != 1 {
 		t.Fatalf("shutdown: released %v, shim shut down %v, %d VM stops", r.tasks.released, r.sd.called.Load(), r.vm.stops.Load())
@@ -290,5 +301,35 @@ func TestPodGuestSpec(t *testing.T) {
 	}
 	if !(&pod{cfg: &runtime.PodSandboxConfig{}}).sharesPID() {
 		t.Fatal("CRI's zero namespace mode is POD: the pod shares its PID namespace")
+	}
+}
+
+// What containerd's pause path refuses of a pod's user namespace, and
+// the node's PID namespace, which in a VM is the VM's.
+func TestPodNamespaceModes(t *testing.T) {
+	withNS := func(ns *runtime.NamespaceOption) *pod {
+		return &pod{id: "sb1", cfg: &runtime.PodSandboxConfig{Linux: &runtime.LinuxPodSandboxConfig{
+			SecurityContext: &runtime.LinuxSandboxSecurityContext{NamespaceOptions: ns}}}}
+	}
+	m := []*runtime.IDMapping{{HostId: 65536, Length: 65536}}
+	for mode, ok := range map[runtime.NamespaceMode]bool{
+		runtime.NamespaceMode_CONTAINER: false, runtime.NamespaceMode_TARGET: false, runtime.NamespaceMode_NODE: true,
+	} {
+		err := withNS(&runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: mode}}).checkUserns()
+		if (err == nil) != ok {
+			t.Errorf("user namespace mode %s: %v", mode, err)
+		}
+	}
+	if err := withNS(&runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD}}).checkUserns(); err == nil {
+		t.Error("a pod user namespace without mappings")
+	}
+	if err := withNS(&runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD, Uids: m, Gids: m}}).checkUserns(); err != nil {
+		t.Error(err)
+	}
+	node := withNS(&runtime.NamespaceOption{Pid: runtime.NamespaceMode_NODE})
+	if !node.holdsPID() || node.sharesPID() || slices.ContainsFunc(node.guestSpec().Linux.Namespaces, func(n specs.LinuxNamespace) bool {
+		return n.Type == specs.PIDNamespace
+	}) {
+		t.Error("the node's PID namespace: a holder in the VM's own")
 	}
 }

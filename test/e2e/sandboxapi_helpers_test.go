@@ -69,6 +69,11 @@ func startShim(t *testing.T) *sbShim {
 	s.openLog()
 	res := s.bootstrap()
 	s.socket = strings.TrimPrefix(res.GetAddress(), "unix://")
+	// As containerd keeps it: "shim delete" reads the socket from it.
+	boot, _ := json.Marshal(map[string]any{"version": res.GetVersion(), "address": res.GetAddress(), "protocol": res.GetProtocol()})
+	if err := os.WriteFile(filepath.Join(s.bundle, "bootstrap.json"), boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c, err := net.Dial("unix", s.socket)
 	if err != nil {
 		t.Fatalf("dial the shim at %s: %v", res.GetAddress(), err)
@@ -159,7 +164,6 @@ func (s *sbShim) shutdown() {
 	if out, err := s.shimCommand("delete").CombinedOutput(); err != nil {
 		s.t.Errorf("shim delete: %v\n%s", err, out)
 	}
-	_ = os.Remove(s.socket)
 }
 
 // waitGone waits until pid is no more (or a zombie nobody reaps).
@@ -253,6 +257,13 @@ func (s *sbShim) addMember(pid uint32, o memberOpts) member {
 func (s *sbShim) writeSpec(m member, pid uint32, o memberOpts) []mount.Mount {
 	s.t.Helper()
 	c, ctx := goClient(s.t)
+	// A lease keeps containerd's garbage collector off the snapshot: no
+	// container of containerd's refers to it.
+	ctx, done, err := c.WithLease(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = done(ctx) })
 	img, err := c.GetImage(ctx, busybox)
 	if err != nil {
 		s.t.Fatal(err)
