@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/pool"
-	"github.com/msb-runtime/msb/shim/task"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // nsEnv marks the process that runs in msb-pool's own mount namespace.
@@ -57,8 +57,8 @@ func main() {
 	}
 }
 
-func config() (pool.Config, pool.VMKey, *task.Config, error) {
-	c, err := task.LoadConfig()
+func config() (pool.Config, pool.VMKey, *sandbox.Config, error) {
+	c, err := sandbox.LoadConfig(nil)
 	if err != nil {
 		return pool.Config{}, pool.VMKey{}, nil, err
 	}

@@ -8,7 +8,7 @@ import (
 	cshim "github.com/containerd/containerd/v2/pkg/shim"
 
 	"github.com/msb-runtime/msb/shim"
-	_ "github.com/msb-runtime/msb/shim/task" // registers the task service
+	_ "github.com/msb-runtime/msb/shim/plugin" // registers the task and sandbox services
 )
 
 func main() {

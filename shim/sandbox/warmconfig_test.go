@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"os"
@@ -20,7 +20,7 @@ func TestWarmPoolConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(configEnv, p)
-	c, err := LoadConfig()
+	c, err := LoadConfig(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,12 +36,12 @@ func TestWarmPoolConfig(t *testing.T) {
 		t.Errorf("pool key %+v, want the default VM's %+v", key, want)
 	}
 	// A runtime handler's own options override it, as any option.
-	c, err = loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("[warm_pool]\ncount = 0\n")}))
+	c, err = LoadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("[warm_pool]\ncount = 0\n")}))
 	if err != nil || c.WarmPool.Enabled() {
 		t.Errorf("warm_pool off in the runtime options: %+v, %v", c.WarmPool, err)
 	}
 	t.Setenv(configEnv, "")
-	if c, err := LoadConfig(); err != nil || c.WarmPool.Enabled() {
+	if c, err := LoadConfig(nil); err != nil || c.WarmPool.Enabled() {
 		t.Errorf("without $MSB_CONFIG the pool is off by default: %+v, %v", c.WarmPool, err)
 	}
 }

@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"os"
@@ -18,10 +18,6 @@ func configFiles() []string {
 	}
 	return files
 }
-
-// LoadConfig is the runtime's configuration without runtime options: what
-// msb-pool reads.
-func LoadConfig() (Config, error) { return loadConfig(nil) }
 
 // WarmVM is what msb-pool boots for this configuration: the pool's size,
 // the key a sandbox's VM must match to claim one of its VMs, and how to
