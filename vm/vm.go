@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -317,6 +318,9 @@ func (v *VM) consoleTail() string {
 
 // Pid is the VMM's process id.
 func (v *VM) Pid() int { return v.proc.pid() }
+
+// Pids are the VMM's and its helpers' process ids.
+func (v *VM) Pids() []int { return slices.Clone(v.proc.pids()) }
 
 // Done is closed once the VMM has ended.
 func (v *VM) Done() <-chan struct{} { return v.proc.done }

@@ -80,6 +80,16 @@ func (s *VM) claimWarm(ctx context.Context, b *BootSpec) (bool, error) {
 	return true, nil
 }
 
+// HostPids are the VM's processes on the host: the VMM and its helpers
+// (for the sandbox API's metrics: an adopted VM's are not the shim's
+// descendants).
+func (s *VM) HostPids() []int {
+	if s.vm == nil {
+		return nil
+	}
+	return s.vm.Pids()
+}
+
 func sandboxName(b *BootSpec) string {
 	switch {
 	case b.First != nil:

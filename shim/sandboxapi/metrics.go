@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,7 @@ func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxAPI.SandboxMetri
 	if sb == nil || sb.Ending() {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox %s: its VM does not run", r.GetSandboxID())
 	}
-	m := &SandboxMetrics{Host: hostCost(os.Getpid()), Containers: map[string][]byte{}}
+	m := &SandboxMetrics{Host: hostCost(os.Getpid(), adoptedPids(sb)...), Containers: map[string][]byte{}}
 	for _, id := range s.tasks.Containers() {
 		actx, cancel := context.WithTimeout(ctx, sandbox.AgentTimeout)
 		st, err := sb.Agent().Stats(actx, &api.ContainerRequest{Id: id})
@@ -60,10 +61,26 @@ func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxAPI.SandboxMetri
 	}}, nil
 }
 
-// hostCost measures the shim's descendants: the VMM and its helpers.
-func hostCost(shim int) *HostCost {
+// adoptedPids are the VM's processes when the shim adopted them from the
+// warm pool instead of starting them: they are not its descendants.
+func adoptedPids(sb sandbox.Sandbox) []int {
+	if a, ok := sb.(interface{ HostPids() []int }); ok {
+		return a.HostPids()
+	}
+	return nil
+}
+
+// hostCost measures the shim's descendants, the VMM and its helpers, and
+// the processes adopted with theirs.
+func hostCost(shim int, adopted ...int) *HostCost {
 	c := &HostCost{}
-	for _, pid := range descendants(shim) {
+	pids := descendants(shim)
+	for _, a := range adopted {
+		if !slices.Contains(pids, a) {
+			pids = append(append(pids, a), descendants(a)...)
+		}
+	}
+	for _, pid := range pids {
 		p, err := measure(pid)
 		if err != nil {
 			continue // gone meanwhile
