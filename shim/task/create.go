@@ -17,6 +17,7 @@ import (
 	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // Create boots the sandbox's VM with the container's root as its disks and
@@ -24,8 +25,12 @@ import (
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
+	ctx = phase.With(ctx, phase.For(r.ID))
+	phase.From(ctx).Begin(ctx, phase.HostPrepare)
 	c, err := s.create(ctx, r)
+	phase.From(ctx).End(err)
 	if err != nil {
+		phase.Finish(ctx, r.ID, err)
 		log.G(ctx).WithError(err).Errorf("create %s", r.ID)
 		if errdefs.IsNotImplemented(err) {
 			// containerd takes Unimplemented from Create for "this shim
@@ -106,6 +111,7 @@ func (s *service) boot(ctx context.Context, cfg Config, b *bootSpec) (*sandbox, 
 	if err != nil {
 		return nil, err
 	}
+	phase.From(ctx).Begin(ctx, phase.GuestMounts)
 	c := &container{id: b.id, bundle: b.bundle, annotations: b.guest.Spec.Annotations, hooks: b.guest.HostHooks}
 	if err := connectNetwork(ctx, sb, c, b); err != nil {
 		sb.cleanup(ctx)
@@ -189,6 +195,7 @@ func (b *bootSpec) nics() int {
 
 // createInGuest has the agent build the container's root and prepare it.
 func createInGuest(ctx context.Context, sb *sandbox, id string, b *bootSpec) error {
+	phase.From(ctx).Begin(ctx, phase.GuestMounts)
 	specJSON, err := json.Marshal(b.guest.Spec)
 	if err != nil {
 		return fmt.Errorf("encode guest spec: %w", err)

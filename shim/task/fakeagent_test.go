@@ -241,6 +241,12 @@ func fileConn(t *testing.T, fd int) net.Conn {
 // starts its init process with io as its stdio.
 func (h *harness) run(id string, io stdio) *container {
 	h.t.Helper()
+	return h.runCtx(h.ctx(), id, io)
+}
+
+// runCtx is run with the Start call's context.
+func (h *harness) runCtx(ctx context.Context, id string, io stdio) *container {
+	h.t.Helper()
 	wctx, stopWatch := context.WithCancel(h.s.ctx)
 	c := &container{
 		id: id, bundle: h.sb.bundle, init: newProcess(id, "", &specs.Process{Args: []string{"sh"}}, io),
@@ -253,7 +259,7 @@ func (h *harness) run(id string, io stdio) *container {
 		defer close(c.watchDone)
 		h.s.watchOOM(wctx, h.sb, id)
 	}()
-	if _, err := h.s.Start(h.ctx(), &taskAPI.StartRequest{ID: id}); err != nil {
+	if _, err := h.s.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
 		h.t.Fatalf("start %s: %v", id, err)
 	}
 	return c

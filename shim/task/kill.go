@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // Kill signals a process, or with All every process of the container.
@@ -116,6 +117,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
+	ctx = phase.With(ctx, phase.For(r.ID))
+	phase.From(ctx).Begin(ctx, phase.Teardown)
+	defer phase.Finish(ctx, r.ID, nil)
 	s.deleteInGuest(ctx, c)
 	c.endWatch()
 	sb, _ := s.currentSandbox()

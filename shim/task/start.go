@@ -21,6 +21,7 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // agentTimeout bounds one control call to the agent.
@@ -45,7 +46,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	ctx = phase.With(ctx, startRecorder(r.ID, r.ExecID))
+	phase.From(ctx).Begin(ctx, phase.ProcessStart)
 	guestPid, err := startInGuest(ctx, sb, p)
+	phase.From(ctx).End(err)
 	if err != nil {
 		log.G(ctx).WithError(err).Errorf("start %s/%s", r.ID, r.ExecID)
 		return nil, errgrpc.ToGRPC(err)
@@ -67,6 +71,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+// startRecorder is where a process's start is timed: the task's recorder
+// for its init, one of its own for an exec.
+func startRecorder(id, execID string) *phase.Recorder {
+	if execID == "" {
+		return phase.For(id)
+	}
+	return phase.New(id + "/" + execID)
 }
 
 // startInGuest opens the process's stdio streams, then starts it.
