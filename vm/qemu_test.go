@@ -38,12 +38,15 @@ func TestQEMUArgs(t *testing.T) {
 		t.Errorf("boot disk at %d, first disk at %d", boot, first)
 	}
 	app := args[len(args)-1]
-	if !strings.HasPrefix(app, "console=hvc0 root=/dev/vda") || !strings.HasSuffix(app, "reboot=t msb.debug=1") {
+	if !strings.HasPrefix(app, "console=hvc0 root=/dev/vda") || !strings.HasSuffix(app, "reboot=t tsc=reliable msb.debug=1") {
 		t.Errorf("kernel command line %q", app)
 	}
 	kvm := (&qemu{opts: q.opts, kvm: true}).args(&s, newRunFiles(&s))
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm -cpu host") {
 		t.Error("kvm backend does not use KVM")
+	}
+	if strings.Contains(kvm[len(kvm)-1], "tsc=") {
+		t.Errorf("kvm backend overrides the guest's TSC checks: %q", kvm[len(kvm)-1])
 	}
 }
 
