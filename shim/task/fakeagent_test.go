@@ -36,16 +36,17 @@ type fakeAgent struct {
 
 	// ignoreKill acknowledges signals and does nothing.
 	ignoreKill bool
-	// hangSignal and hangShutdown never answer those calls.
-	hangSignal, hangShutdown bool
+	// hangSignal, hangDelete and hangShutdown never answer those calls.
+	hangSignal, hangDelete, hangShutdown bool
 	// oomAnswer, when set, answers WaitOOM at once with what it returns.
 	oomAnswer func(seen uint64) uint64
 
-	mu       sync.Mutex
-	procs    map[string]chan uint32 // exit status, by exec id ("" for init)
-	oomCalls int
-	deleted  chan struct{}
-	stdio    []net.Conn
+	mu        sync.Mutex
+	procs     map[string]chan uint32 // exit status, by exec id ("" for init)
+	oomCalls  int
+	shutdowns int
+	deleted   chan struct{}
+	stdio     []net.Conn
 }
 
 func newFakeAgent() *fakeAgent {
@@ -97,7 +98,11 @@ func (a *fakeAgent) SignalProcess(ctx context.Context, r *api.SignalProcessReque
 	return &api.Empty{}, nil
 }
 
-func (a *fakeAgent) DeleteContainer(context.Context, *api.DeleteContainerRequest) (*api.Empty, error) {
+func (a *fakeAgent) DeleteContainer(ctx context.Context, _ *api.DeleteContainerRequest) (*api.Empty, error) {
+	if a.hangDelete {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	select {
@@ -109,6 +114,9 @@ func (a *fakeAgent) DeleteContainer(context.Context, *api.DeleteContainerRequest
 }
 
 func (a *fakeAgent) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error) {
+	a.mu.Lock()
+	a.shutdowns++
+	a.mu.Unlock()
 	if a.hangShutdown {
 		<-ctx.Done()
 		return nil, ctx.Err()

@@ -78,10 +78,12 @@ func TestHostileKillNeverAnswered(t *testing.T) {
 // An honest guest's SIGKILL ends the process, not the VM, and an exec
 // the guest does not report is settled when its container is deleted,
 // with a Shutdown that never comes: Delete still returns, the VM killed.
+// (The container's delete in the guest never answers either: after one
+// that did, the shim kills the VMM without asking for a Shutdown.)
 func TestHostileShutdownNeverComes(t *testing.T) {
 	t.Parallel()
 	a := newFakeAgent()
-	a.hangShutdown = true
+	a.hangDelete, a.hangShutdown = true, true
 	h := newHarness(t, a, 0)
 	h.run("c1", stdio{})
 	h.exec("c1", "e1")

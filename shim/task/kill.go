@@ -120,7 +120,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	ctx = phase.With(ctx, phase.For(r.ID))
 	phase.From(ctx).Begin(ctx, phase.Teardown)
 	defer phase.Finish(ctx, r.ID, nil)
-	s.deleteInGuest(ctx, c)
+	clean := s.deleteInGuest(ctx, c)
 	c.endWatch()
 	sb, _ := s.currentSandbox()
 	if sb != nil && sb.bundle != c.bundle {
@@ -135,7 +135,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.mu.Unlock()
 	switch {
 	case last:
-		s.stopSandbox(ctx)
+		s.stopSandbox(ctx, clean)
 	case sb != nil && sb.bundle == c.bundle && sb.pod != nil:
 		sb.releaseSandboxContainer(ctx)
 	}
@@ -168,11 +168,12 @@ func (s *service) settleExecs(c *container) {
 }
 
 // deleteInGuest has the agent kill what is left of the container and
-// unmount its root, so the writable layer is clean before the VM ends.
-func (s *service) deleteInGuest(ctx context.Context, c *container) {
+// unmount its root, so the writable layer is clean before the VM ends. It
+// says whether the agent did.
+func (s *service) deleteInGuest(ctx context.Context, c *container) bool {
 	sb, err := s.currentSandbox()
 	if err != nil || !sb.alive() {
-		return
+		return false
 	}
 	// As long as a kill may take: the VM's stop that follows for a lone
 	// container syncs and unmounts again, within its own bound.
@@ -180,7 +181,9 @@ func (s *service) deleteInGuest(ctx context.Context, c *container) {
 	defer cancel()
 	if _, err := sb.vm.Agent.DeleteContainer(actx, &api.DeleteContainerRequest{Id: c.id}); err != nil {
 		log.G(ctx).WithError(err).Warnf("delete container %s in the VM", c.id)
+		return false
 	}
+	return true
 }
 
 // CloseIO closes a process's stdin once what containerd wrote to it was

@@ -221,10 +221,13 @@ func (sb *sandbox) alive() bool {
 }
 
 // stop ends the VM cleanly (the agent syncs and unmounts the writable
-// layer first) and removes everything the sandbox left on the host.
-func (sb *sandbox) stop(ctx context.Context) {
+// layer first) and removes everything the sandbox left on the host. When
+// the guest has already unmounted every container's root (guestClean:
+// the last container's delete succeeded), nothing in the VM is left for
+// anyone to read, and the VMM is killed without asking the agent.
+func (sb *sandbox) stop(ctx context.Context, guestClean bool) {
 	sb.stopping.Store(true)
-	if sb.vm != nil {
+	if sb.vm != nil && !guestClean {
 		if err := sb.vm.Shutdown(ctx); err != nil {
 			log.G(ctx).WithError(err).Warn("VM shutdown")
 		}
@@ -279,14 +282,14 @@ func (sb *sandbox) releaseSandboxContainer(ctx context.Context) {
 	}
 }
 
-// stopSandbox stops the shim's VM, if any.
-func (s *service) stopSandbox(ctx context.Context) {
+// stopSandbox stops the shim's VM, if any; guestClean as sandbox.stop.
+func (s *service) stopSandbox(ctx context.Context, guestClean bool) {
 	s.mu.Lock()
 	sb := s.sandbox
 	s.sandbox = nil
 	s.mu.Unlock()
 	if sb != nil {
-		sb.stop(ctx)
+		sb.stop(ctx, guestClean)
 	}
 }
 

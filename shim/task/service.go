@@ -90,7 +90,7 @@ func newService(ctx context.Context, pub shim.Publisher, sd shutdown.Service) *s
 	}
 	go s.forward()
 	sd.RegisterCallback(func(context.Context) error {
-		s.stopSandbox(context.WithoutCancel(ctx))
+		s.stopSandbox(context.WithoutCancel(ctx), false)
 		close(s.events)
 		return nil
 	})
