@@ -11,10 +11,8 @@ import (
 )
 
 // ConsoleLogMax bounds the console log. The guest writes its console as
-// fast as it likes and the log lives in /run, which is RAM: the VMM writes
-// into a FIFO and the shim keeps only the newest output. When the log
-// would pass ConsoleLogMax, its oldest half is dropped, so it always holds
-// at least the last ConsoleLogMax/2 bytes (what boot errors show the tail of).
+// fast as it likes: the VMM writes into a FIFO and the shim keeps only the
+// newest output (cappedFile).
 const ConsoleLogMax = 1 << 20
 
 // consoleDrain bounds how long the copier may take to read what the VMM
@@ -29,8 +27,7 @@ type consoleLog struct {
 	// after it ended, reads would otherwise see end-of-file.
 	w     *os.File
 	wOnce sync.Once
-	out   *os.File
-	size  int64
+	out   *cappedFile
 	done  chan struct{}
 }
 
@@ -57,7 +54,7 @@ func startConsole(fifo, path string) (_ *consoleLog, retErr error) {
 	if c.w, err = os.OpenFile(fifo, os.O_WRONLY, 0); err != nil {
 		return nil, fmt.Errorf("console FIFO: %w", err)
 	}
-	if c.out, err = os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600); err != nil {
+	if c.out, err = createCapped(path, ConsoleLogMax); err != nil {
 		return nil, fmt.Errorf("console log: %w", err)
 	}
 	go c.copy()
@@ -65,10 +62,13 @@ func startConsole(fifo, path string) (_ *consoleLog, retErr error) {
 }
 
 func (c *consoleLog) closeFiles() {
-	for _, f := range []*os.File{c.r, c.w, c.out} {
+	for _, f := range []*os.File{c.r, c.w} {
 		if f != nil {
 			_ = f.Close()
 		}
+	}
+	if c.out != nil {
+		_ = c.out.Close()
 	}
 }
 
@@ -79,47 +79,12 @@ func (c *consoleLog) copy() {
 	for {
 		n, err := c.r.Read(buf)
 		if n > 0 {
-			_ = c.write(buf[:n]) // a full /run must not stop the guest
+			_, _ = c.out.Write(buf[:n])
 		}
 		if err != nil {
 			return
 		}
 	}
-}
-
-// write appends p, first dropping the oldest output when the log would
-// pass ConsoleLogMax: the newest ConsoleLogMax/2 bytes, p included, move
-// to the start of the file. Moving half the cap each time it fills keeps
-// the copying linear in what the guest writes.
-func (c *consoleLog) write(p []byte) error {
-	const half = ConsoleLogMax / 2
-	switch {
-	case len(p) >= half:
-		p = p[len(p)-half:]
-		if err := c.truncate(nil); err != nil {
-			return err
-		}
-	case c.size+int64(len(p)) > ConsoleLogMax:
-		keep := make([]byte, half-len(p))
-		if _, err := c.out.ReadAt(keep, c.size-int64(len(keep))); err != nil {
-			return err
-		}
-		if err := c.truncate(keep); err != nil {
-			return err
-		}
-	}
-	n, err := c.out.WriteAt(p, c.size)
-	c.size += int64(n)
-	return err
-}
-
-// truncate makes keep the whole log.
-func (c *consoleLog) truncate(keep []byte) error {
-	if _, err := c.out.WriteAt(keep, 0); err != nil {
-		return err
-	}
-	c.size = int64(len(keep))
-	return c.out.Truncate(c.size)
 }
 
 // vmmEnded closes the shim's write end: once the VMM's is closed too, the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"syscall"
 )
 
 // krun runs msb-vmm, our launcher on libkrun (the msb_krun crate). It
@@ -28,6 +29,8 @@ func (k *krun) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, er
 		args = append(args, "--die-with-parent")
 	}
 	v := &vmm{name: "msb-vmm", cmd: exec.Command(k.opts.VMM, args...)}
+	// msb-vmm jails itself (vm/msb-vmm/src/jail.rs) as PID 1 of these.
+	v.cmd.SysProcAttr = vmmNamespaces(spec, syscall.CLONE_NEWPID)
 	v.explain = func() error { return readVMMError(files.vmmError) }
 	if err := v.start(files.vmmLog, k.opts.DieWithParent); err != nil {
 		return nil, err

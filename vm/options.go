@@ -22,9 +22,12 @@ type Options struct {
 	Backend string
 	// VMM is the msb-vmm binary (krun backend).
 	VMM string
-	// QEMU is qemu-system-x86_64; Virtiofsd the virtio-fs daemon (qemu).
+	// QEMU is qemu-system-x86_64; Virtiofsd the virtio-fs daemon (qemu),
+	// the Rust virtiofsd that hack/setup builds; Jail is msb-jail, which
+	// starts it in namespaces of its own.
 	QEMU      string
 	Virtiofsd string
+	Jail      string
 	// DieWithParent makes the VMM die with the process that started it.
 	// Tests want that; the shim does not, so a shim crash keeps the VM.
 	DieWithParent bool
@@ -38,7 +41,8 @@ type Options struct {
 const (
 	DefaultPrefix = "/opt/msb"
 	defaultQEMU   = "/usr/bin/qemu-system-x86_64"
-	defaultVFSD   = "/usr/lib/qemu/virtiofsd"
+	defaultVFSD   = DefaultPrefix + "/virtiofsd/bin/virtiofsd"
+	defaultJail   = DefaultPrefix + "/bin/msb-jail"
 )
 
 func (o Options) withDefaults() Options {
@@ -53,6 +57,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Virtiofsd == "" {
 		o.Virtiofsd = defaultVFSD
+	}
+	if o.Jail == "" {
+		o.Jail = defaultJail
 	}
 	if o.BootTimeout == 0 {
 		o.BootTimeout = 30 * time.Second

@@ -25,15 +25,20 @@ type vmm struct {
 	explain func() error
 	done    chan struct{}
 	waitErr error
+	// log is the capped log (vmm.log) every process of it writes to.
+	log *cappedFile
 }
 
-// start launches the VMM with stdout and stderr appended to logPath.
+// VMMLogMax bounds vmm.log: the VMM's and its helpers' output, which a
+// guest may provoke.
+const VMMLogMax = 256 << 10
+
+// start launches the VMM with stdout and stderr in logPath.
 func (v *vmm) start(logPath string, dieWithParent bool) error {
-	if err := startLogged(v.cmd, logPath, dieWithParent); err != nil {
+	if err := v.startLogged(v.cmd, logPath, dieWithParent); err != nil {
 		v.killHelpers()
 		return fmt.Errorf("start %s: %w", v.name, err)
 	}
-	v.logs = append(v.logs, logPath)
 	v.done = make(chan struct{})
 	go func() {
 		v.waitErr = v.cmd.Wait()
@@ -43,14 +48,24 @@ func (v *vmm) start(logPath string, dieWithParent bool) error {
 	return nil
 }
 
-func startLogged(cmd *exec.Cmd, logPath string, dieWithParent bool) error {
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+// startLogged starts cmd with its output in the capped log at logPath (one
+// for the VMM and its helpers), in its own process group.
+func (v *vmm) startLogged(cmd *exec.Cmd, logPath string, dieWithParent bool) error {
+	if v.log == nil {
+		f, err := createCapped(logPath, VMMLogMax)
+		if err != nil {
+			return fmt.Errorf("open log: %w", err)
+		}
+		v.log = f
+		v.logs = append(v.logs, logPath)
 	}
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Not the file itself: exec copies from a pipe, and the log stays
+	// capped whatever the process writes.
+	cmd.Stdout, cmd.Stderr = v.log, v.log
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{} // the namespaces, if any, are the caller's
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if dieWithParent {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
@@ -59,11 +74,10 @@ func startLogged(cmd *exec.Cmd, logPath string, dieWithParent bool) error {
 
 // addHelper starts a helper process the VMM depends on.
 func (v *vmm) addHelper(cmd *exec.Cmd, logPath string, dieWithParent bool) error {
-	if err := startLogged(cmd, logPath, dieWithParent); err != nil {
+	if err := v.startLogged(cmd, logPath, dieWithParent); err != nil {
 		return fmt.Errorf("start %s: %w", filepath.Base(cmd.Path), err)
 	}
 	v.helpers = append(v.helpers, cmd)
-	v.logs = append(v.logs, logPath)
 	return nil
 }
 

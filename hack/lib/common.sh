@@ -11,6 +11,7 @@ MSB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${MSB_CONTAINERD_VERSION:=v2.4.2}"
 : "${MSB_RUNC_VERSION:=v1.5.2}"
 : "${MSB_EROFS_UTILS_VERSION:=1.8.6}"
+: "${MSB_VIRTIOFSD_VERSION:=1.14.0}"
 # Empty = whatever Debian sid has; otherwise an exact Debian version, e.g. 5.5.0+ds-1.
 : "${MSB_KRUNFW_VERSION:=}"
 : "${MSB_GO_MIN:=1.26}"

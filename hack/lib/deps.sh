@@ -5,7 +5,7 @@
 
 MSB_APT_PACKAGES=(
   qemu-system-x86 e2fsprogs busybox-static debootstrap
-  libseccomp-dev pkg-config gcc libc6-dev make
+  libseccomp-dev libcap-ng-dev pkg-config gcc libc6-dev make
   liblz4-dev liblzma-dev zlib1g-dev libzstd-dev libdeflate-dev uuid-dev
   autoconf automake libtool dpkg-dev
   containernetworking-plugins iproute2 iptables
@@ -28,7 +28,7 @@ msb_dep_apt() {
     msb_note "installed ${missing[*]}"
   fi
   local f
-  for f in qemu-system-x86_64 /usr/lib/qemu/virtiofsd mkfs.ext4 gcc make; do
+  for f in qemu-system-x86_64 mkfs.ext4 gcc make; do
     command -v "$f" >/dev/null 2>&1 || msb_die "$f is missing after the apt step"
   done
 }
@@ -245,6 +245,26 @@ msb_dep_boot_check() {
   fi
   printf '%s\n' "$sum" >"$stamp"
   msb_note "booted and exited in $(msb_fmt_secs $((t1 - t0)))s"
+}
+
+# ---- virtiofsd: the Rust virtio-fs daemon (crates.io), for the qemu backend --------
+msb__virtiofsd_ok() {
+  local b=$MSB_PREFIX/virtiofsd/bin/virtiofsd
+  [[ -x $b ]] && msb_has_word "$(msb_output "$b" --version)" "$MSB_VIRTIOFSD_VERSION"
+}
+
+msb_dep_virtiofsd() {
+  local v=$MSB_VIRTIOFSD_VERSION
+  if msb__virtiofsd_ok; then
+    msb_skip "virtiofsd $v present"
+    return 0
+  fi
+  msb_ensure_cargo_path || msb_die "cargo not found"
+  # Needs libseccomp-dev and libcap-ng-dev (the apt step).
+  CARGO_TARGET_DIR=$MSB_CACHE/cargo-target-virtiofsd cargo install --quiet --locked \
+    --root "$MSB_PREFIX/virtiofsd" --version "$v" virtiofsd
+  msb__virtiofsd_ok || msb_die "virtiofsd $v: $MSB_PREFIX/virtiofsd/bin/virtiofsd does not report $v"
+  msb_note "built virtiofsd $v"
 }
 
 # ---- nerdctl (Go module proxy) -------------------------------------------------

@@ -106,6 +106,14 @@ msb_inst_shim() {
   msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_PREFIX/bin/containerd-shim-msb-v1"
 }
 
+# ---- msb-jail (starts virtiofsd in namespaces of its own) --------------------------
+msb_inst_jail() {
+  local src=$MSB_ROOT/vm/jail/msb-jail.c bin=$MSB_CACHE/bin/msb-jail
+  msb__static_c "$src" "$bin"
+  msb_install_file "$bin" "$MSB_PREFIX/bin/msb-jail" 0755
+  msb_note "$( ((MSB_CHANGED)) && echo updated || echo unchanged) $MSB_PREFIX/bin/msb-jail"
+}
+
 # ---- msb-vmm (Rust, libkrun) -------------------------------------------------------
 msb_inst_vmm() {
   local manifest=$MSB_ROOT/vm/msb-vmm/Cargo.toml
@@ -217,6 +225,7 @@ msb_install_steps() {
   msb__install_step boot.erofs msb_inst_boot_disk
   msb__install_step floor.erofs msb_inst_floor_disk
   msb__install_step shim msb_inst_shim
+  msb__install_step msb-jail msb_inst_jail
   msb__install_step msb-vmm msb_inst_vmm
   msb__install_step containerd-config msb_inst_containerd_config
   msb__install_step cni-config msb_inst_cni_config

@@ -38,7 +38,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "floor", "floor, agent or backend")
+	mode := flag.String("mode", "floor", "floor, floor-confined, agent or backend")
 	n := flag.Int("n", 1, "timed runs")
 	warmup := flag.Int("warmup", 0, "untimed runs first")
 	backend := flag.String("backend", os.Getenv("MSB_BACKEND"), "auto, qemu or krun (default: $MSB_BACKEND, else auto)")
@@ -49,6 +49,7 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, `usage: vmfloor [-mode floor|agent|backend] [-n N] [-warmup W] [flags]
   floor    kernel + floor.erofs (init only reboots): "floor exit_ms=…" per run (exec VMM → VMM exit)
+  floor-confined  the same, QEMU confined as the qemu backend runs it: "floor-confined exit_ms=…"
   agent    msb guest (boot.erofs), no container: "agent boot_ms=… shutdown_ms=… total_ms=…" per run
   backend  the backend vm.SelectBackend picks on this host
 `)
@@ -65,8 +66,8 @@ func main() {
 		fmt.Println(b.Name())
 		return
 	}
-	if *mode != "floor" && *mode != "agent" {
-		fatal(fmt.Errorf("unknown -mode %q (floor, agent or backend)", *mode))
+	if *mode != "floor" && *mode != "floor-confined" && *mode != "agent" {
+		fatal(fmt.Errorf("unknown -mode %q (floor, floor-confined, agent or backend)", *mode))
 	}
 
 	scratch := *dir
@@ -89,9 +90,9 @@ func main() {
 	for i := -*warmup; i < *n; i++ {
 		var line string
 		switch *mode {
-		case "floor":
+		case "floor", "floor-confined":
 			spec.BootDisk = filepath.Join(*share, "floor.erofs")
-			line, err = floor(b.Name(), opts, spec, scratch)
+			line, err = floor(b.Name(), opts, spec, scratch, *mode == "floor-confined")
 		case "agent":
 			spec.BootDisk = filepath.Join(*share, "boot.erofs")
 			line, err = agent(opts, spec)
@@ -107,14 +108,22 @@ func main() {
 
 // ---- floor -----------------------------------------------------------------
 
-// floor boots floor.erofs and times exec → VMM exit.
-func floor(backend string, opts vm.Options, spec vm.Spec, dir string) (string, error) {
+// floor boots floor.erofs and times exec → VMM exit; confined, QEMU runs
+// as the qemu backend runs it (seccomp, chroot, its own uid, namespaces).
+func floor(backend string, opts vm.Options, spec vm.Spec, dir string, confined bool) (string, error) {
 	_ = os.Remove(spec.ConsoleLog)
 	_ = os.Remove(spec.AgentSocket)
 	var cmd *exec.Cmd
 	switch backend {
 	case "qemu (tcg)", "qemu (kvm)":
 		cmd = exec.Command(qemuPath(), vm.QEMUArgs(opts, spec)...)
+		if confined {
+			opts.QEMU = qemuPath()
+			var err error
+			if cmd, err = vm.QEMUConfinedCommand(opts, spec); err != nil {
+				return "", err
+			}
+		}
 	case "krun":
 		// vm.Spec is msb-vmm's input format, so krun needs no copy of
 		// anything: write the spec as the krun backend does.
@@ -136,7 +145,10 @@ func floor(backend string, opts vm.Options, spec vm.Spec, dir string) (string, e
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// As the vm package does: own process group, killed with us.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Pdeathsig = true, syscall.SIGKILL
 
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -154,7 +166,11 @@ func floor(backend string, opts vm.Options, spec vm.Spec, dir string) (string, e
 	if b, _ := os.ReadFile(spec.ConsoleLog); strings.Contains(string(b), "Kernel panic") {
 		return "", fmt.Errorf("floor: the guest panicked instead of rebooting%s", tail("console", spec.ConsoleLog))
 	}
-	return fmt.Sprintf("floor exit_ms=%.1f", ms(d)), nil
+	name := "floor"
+	if confined {
+		name = "floor-confined"
+	}
+	return fmt.Sprintf("%s exit_ms=%.1f", name, ms(d)), nil
 }
 
 func qemuPath() string {

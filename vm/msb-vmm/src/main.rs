@@ -9,6 +9,8 @@ mod bridge;
 mod check;
 mod cmdline;
 mod error;
+mod jail;
+mod seccomp;
 mod spec;
 mod vm;
 
@@ -112,6 +114,9 @@ fn run() -> anyhow::Result<Infallible> {
     check::HostFacts::probe()
         .check()
         .map_err(anyhow::Error::msg)?;
+    // The spec file lives in the VM's run directory.
+    let run_dir = args.spec.parent().context("spec file has no directory")?;
+    jail::enter(&jail::plan(&spec, run_dir)).map_err(anyhow::Error::msg)?;
 
     let (host_end, vm_end) = UnixStream::pair().context("agent socketpair")?;
     let vm = vm::build(&spec, &init, vm_end.as_raw_fd()).context("building the VM")?;
