@@ -102,6 +102,17 @@ func (q *qemu) args(spec *Spec, files runFiles) []string {
 		a = append(a, "-netdev", "tap,id=net0,ifname="+spec.Net.Tap+",script=no,downscript=no",
 			"-device", "virtio-net-device,netdev=net0")
 	}
+	if spec.devices() < MaxDisks {
+		// Free page reporting: what the guest frees goes back to the host
+		// (60 MiB written to a container's /dev/shm and removed: the
+		// VMM's guest RAM 89 MiB with it, 129 without, measured). It takes
+		// a virtio-mmio transport only when one is left. As the 5th it has
+		// IRQ 8, the RTC's, as any 5th device has: the guest's rtc_cmos
+		// driver then fails its probe, which costs /dev/rtc0, which no
+		// container is given; the kernel still reads the wall clock from
+		// the CMOS at boot.
+		a = append(a, "-device", "virtio-balloon-device,free-page-reporting=on")
+	}
 	return append(a, "-kernel", spec.Kernel.ELF, "-append", cmdline(spec, extra))
 }
 

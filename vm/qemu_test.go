@@ -50,6 +50,23 @@ func TestQEMUArgs(t *testing.T) {
 	}
 }
 
+// The balloon (free page reporting) takes a virtio-mmio transport only
+// when the disks, shares and NIC leave one free.
+func TestQEMUBalloon(t *testing.T) {
+	q := &qemu{opts: Options{}.withDefaults()}
+	s := validSpec()
+	const balloon = "virtio-balloon-device,free-page-reporting=on"
+	if args := q.args(&s, newRunFiles(&s)); !slices.Contains(args, balloon) {
+		t.Errorf("%d devices, no balloon: %v", s.devices(), args)
+	}
+	for len(s.Disks) < MaxDisks {
+		s.Disks = append(s.Disks, Disk{ID: "x" + string(rune('a'+len(s.Disks))), Path: "/x.img", Format: "raw"})
+	}
+	if args := q.args(&s, newRunFiles(&s)); slices.Contains(args, balloon) {
+		t.Errorf("%d devices and a balloon: more transports than microvm has", s.devices())
+	}
+}
+
 func TestReadVMMError(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "e.json")
 	if readVMMError(p) != nil {
