@@ -18,13 +18,17 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	apitypes "github.com/containerd/containerd/api/types"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	cshim "github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 
-	"github.com/msb-runtime/msb/shim/state"
+	"github.com/msb-runtime/msb/shim/journal"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // RuntimeName is what users pass to --runtime.
@@ -58,6 +62,9 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	id := params.GetInstanceID()
 	group, err := groupID(id)
 	if err != nil {
+		return nil, err
+	}
+	if err := keepOptions(params); err != nil {
 		return nil, err
 	}
 	socketDir := params.GetSocketDir()
@@ -96,7 +103,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 		return nil, err
 	}
 	defer f.Close()
-	cmd, err := serverCommand(ctx, id, params)
+	cmd, err := serverCommand(ctx, id, addr, params)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +130,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	return res, nil
 }
 
-func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
+func serverCommand(ctx context.Context, id, addr string, params *bootapi.BootstrapParams) (*exec.Cmd, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
@@ -142,16 +149,20 @@ func serverCommand(ctx context.Context, id string, params *bootapi.BootstrapPara
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2", sandbox.AddressEnv+"="+addr)
 	// A mount namespace of its own: shim/mountns.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
 }
 
 // groupID is the pod's sandbox id when CRI says the container belongs to
-// one, else the container's own id.
+// one, else the container's own id. A sandbox started through the
+// sandbox API has no config.json: it is its own group.
 func groupID(id string) (string, error) {
 	b, err := os.ReadFile("config.json")
+	if errors.Is(err, os.ErrNotExist) {
+		return id, nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("read bundle config.json: %w", err)
 	}
@@ -169,6 +180,26 @@ func groupID(id string) (string, error) {
 	return id, nil
 }
 
+// keepOptions stores the runtime options of the bootstrap in the bundle
+// for the sandbox API, whose CreateSandbox does not carry them (the task
+// API's Create does).
+func keepOptions(params *bootapi.BootstrapParams) error {
+	for _, e := range params.GetExtensions() {
+		v := e.GetValue()
+		if !typeurl.Is(v, &runtimeoptions.Options{}) {
+			continue
+		}
+		b, err := proto.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(sandbox.OptionsFile, b, 0o600); err != nil {
+			return fmt.Errorf("keep runtime options: %w", err)
+		}
+	}
+	return nil
+}
+
 // Stop cleans up after a shim that is gone (containerd's "delete" action):
 // it kills the sandbox's VMM if it still runs and removes what the shim
 // left on the host.
@@ -184,24 +215,22 @@ func (Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
 	removeStaleSocket(ctx, bundle)
-	st, err := state.Read(bundle)
+	killed := cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}
+	j, err := journal.Open(filepath.Join(bundle, journal.FileName))
+	if errdefs.IsNotFound(err) {
+		return killed, nil
+	}
 	if err != nil {
-		if errdefs.IsNotFound(err) {
-			return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
-		}
 		return cshim.StopStatus{}, err
 	}
-	if st.OwnerRunning() {
-		// containerd closed its connection for this task only (a pod's
-		// sandbox deleted before its other containers): the shim still
-		// runs the VM for them and cleans up when the last one goes.
-		log.G(ctx).WithField("id", id).WithField("shim_pid", st.ShimPid).Debug("the shim owning the VM still runs")
-		return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
-	}
-	if err := st.Cleanup(ctx); err != nil {
+	killed.Pid = j.VMMPid()
+	// While the shim that owns the VM runs (containerd closed its
+	// connection for one task only: a pod's sandbox deleted before its
+	// other containers), Recover leaves everything to it.
+	if err := j.Recover(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
 	}
-	return cshim.StopStatus{Pid: st.VMMPid, ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+	return killed, nil
 }
 
 // removeStaleSocket removes the shim socket the bundle's bootstrap.json

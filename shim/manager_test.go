@@ -25,6 +25,10 @@ func TestMountCapabilitiesClaim(t *testing.T) {
 func TestGroupID(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
+	// The sandbox API's bundle has no spec: the sandbox is its own group.
+	if g, err := groupID("sb1"); err != nil || g != "sb1" {
+		t.Fatalf("sandbox bundle: %q %v", g, err)
+	}
 	write := func(s string) {
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(s), 0o644); err != nil {
 			t.Fatal(err)

@@ -1293,13 +1293,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x10\n" +
 	"\x03mtu\x18\x02 \x01(\rR\x03mtu\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12+\n" +
-	"\x06routes\x18\x04 \x03(\v2\x13.msb.agent.v1.RouteR\x06routes2\xf9\b\n" +
+	"\x06routes\x18\x04 \x03(\v2\x13.msb.agent.v1.RouteR\x06routes2\xbd\t\n" +
 	"\x05Agent\x12=\n" +
 	"\x04Ping\x12\x19.msb.agent.v1.PingRequest\x1a\x1a.msb.agent.v1.PingResponse\x12L\n" +
 	"\x0fCreateContainer\x12$.msb.agent.v1.CreateContainerRequest\x1a\x13.msb.agent.v1.Empty\x12L\n" +
 	"\x0fDeleteContainer\x12$.msb.agent.v1.DeleteContainerRequest\x1a\x13.msb.agent.v1.Empty\x12U\n" +
 	"\fStartProcess\x12!.msb.agent.v1.StartProcessRequest\x1a\".msb.agent.v1.StartProcessResponse\x12N\n" +
-	"\vWaitProcess\x12\x1c.msb.agent.v1.ProcessRequest\x1a!.msb.agent.v1.WaitProcessResponse\x12H\n" +
+	"\vWaitProcess\x12\x1c.msb.agent.v1.ProcessRequest\x1a!.msb.agent.v1.WaitProcessResponse\x12B\n" +
+	"\rDeleteProcess\x12\x1c.msb.agent.v1.ProcessRequest\x1a\x13.msb.agent.v1.Empty\x12H\n" +
 	"\rSignalProcess\x12\".msb.agent.v1.SignalProcessRequest\x1a\x13.msb.agent.v1.Empty\x12@\n" +
 	"\tResizePty\x12\x1e.msb.agent.v1.ResizePtyRequest\x1a\x13.msb.agent.v1.Empty\x12?\n" +
 	"\n" +
@@ -1358,35 +1359,37 @@ var file_agent_proto_depIdxs = []int32{
 	5,  // 5: msb.agent.v1.Agent.DeleteContainer:input_type -> msb.agent.v1.DeleteContainerRequest
 	6,  // 6: msb.agent.v1.Agent.StartProcess:input_type -> msb.agent.v1.StartProcessRequest
 	8,  // 7: msb.agent.v1.Agent.WaitProcess:input_type -> msb.agent.v1.ProcessRequest
-	10, // 8: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
-	11, // 9: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
-	8,  // 10: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
-	0,  // 11: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
-	12, // 12: msb.agent.v1.Agent.Pids:input_type -> msb.agent.v1.ContainerRequest
-	12, // 13: msb.agent.v1.Agent.Stats:input_type -> msb.agent.v1.ContainerRequest
-	12, // 14: msb.agent.v1.Agent.Pause:input_type -> msb.agent.v1.ContainerRequest
-	12, // 15: msb.agent.v1.Agent.Resume:input_type -> msb.agent.v1.ContainerRequest
-	16, // 16: msb.agent.v1.Agent.UpdateContainer:input_type -> msb.agent.v1.UpdateContainerRequest
-	17, // 17: msb.agent.v1.Agent.WaitOOM:input_type -> msb.agent.v1.WaitOOMRequest
-	20, // 18: msb.agent.v1.Agent.ConfigureNetwork:input_type -> msb.agent.v1.ConfigureNetworkRequest
-	2,  // 19: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
-	0,  // 20: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
-	0,  // 21: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
-	7,  // 22: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
-	9,  // 23: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
-	0,  // 24: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
-	0,  // 25: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
-	0,  // 26: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
-	0,  // 27: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
-	14, // 28: msb.agent.v1.Agent.Pids:output_type -> msb.agent.v1.PidsResponse
-	15, // 29: msb.agent.v1.Agent.Stats:output_type -> msb.agent.v1.StatsResponse
-	0,  // 30: msb.agent.v1.Agent.Pause:output_type -> msb.agent.v1.Empty
-	0,  // 31: msb.agent.v1.Agent.Resume:output_type -> msb.agent.v1.Empty
-	0,  // 32: msb.agent.v1.Agent.UpdateContainer:output_type -> msb.agent.v1.Empty
-	18, // 33: msb.agent.v1.Agent.WaitOOM:output_type -> msb.agent.v1.WaitOOMResponse
-	0,  // 34: msb.agent.v1.Agent.ConfigureNetwork:output_type -> msb.agent.v1.Empty
-	19, // [19:35] is the sub-list for method output_type
-	3,  // [3:19] is the sub-list for method input_type
+	8,  // 8: msb.agent.v1.Agent.DeleteProcess:input_type -> msb.agent.v1.ProcessRequest
+	10, // 9: msb.agent.v1.Agent.SignalProcess:input_type -> msb.agent.v1.SignalProcessRequest
+	11, // 10: msb.agent.v1.Agent.ResizePty:input_type -> msb.agent.v1.ResizePtyRequest
+	8,  // 11: msb.agent.v1.Agent.CloseStdin:input_type -> msb.agent.v1.ProcessRequest
+	0,  // 12: msb.agent.v1.Agent.Shutdown:input_type -> msb.agent.v1.Empty
+	12, // 13: msb.agent.v1.Agent.Pids:input_type -> msb.agent.v1.ContainerRequest
+	12, // 14: msb.agent.v1.Agent.Stats:input_type -> msb.agent.v1.ContainerRequest
+	12, // 15: msb.agent.v1.Agent.Pause:input_type -> msb.agent.v1.ContainerRequest
+	12, // 16: msb.agent.v1.Agent.Resume:input_type -> msb.agent.v1.ContainerRequest
+	16, // 17: msb.agent.v1.Agent.UpdateContainer:input_type -> msb.agent.v1.UpdateContainerRequest
+	17, // 18: msb.agent.v1.Agent.WaitOOM:input_type -> msb.agent.v1.WaitOOMRequest
+	20, // 19: msb.agent.v1.Agent.ConfigureNetwork:input_type -> msb.agent.v1.ConfigureNetworkRequest
+	2,  // 20: msb.agent.v1.Agent.Ping:output_type -> msb.agent.v1.PingResponse
+	0,  // 21: msb.agent.v1.Agent.CreateContainer:output_type -> msb.agent.v1.Empty
+	0,  // 22: msb.agent.v1.Agent.DeleteContainer:output_type -> msb.agent.v1.Empty
+	7,  // 23: msb.agent.v1.Agent.StartProcess:output_type -> msb.agent.v1.StartProcessResponse
+	9,  // 24: msb.agent.v1.Agent.WaitProcess:output_type -> msb.agent.v1.WaitProcessResponse
+	0,  // 25: msb.agent.v1.Agent.DeleteProcess:output_type -> msb.agent.v1.Empty
+	0,  // 26: msb.agent.v1.Agent.SignalProcess:output_type -> msb.agent.v1.Empty
+	0,  // 27: msb.agent.v1.Agent.ResizePty:output_type -> msb.agent.v1.Empty
+	0,  // 28: msb.agent.v1.Agent.CloseStdin:output_type -> msb.agent.v1.Empty
+	0,  // 29: msb.agent.v1.Agent.Shutdown:output_type -> msb.agent.v1.Empty
+	14, // 30: msb.agent.v1.Agent.Pids:output_type -> msb.agent.v1.PidsResponse
+	15, // 31: msb.agent.v1.Agent.Stats:output_type -> msb.agent.v1.StatsResponse
+	0,  // 32: msb.agent.v1.Agent.Pause:output_type -> msb.agent.v1.Empty
+	0,  // 33: msb.agent.v1.Agent.Resume:output_type -> msb.agent.v1.Empty
+	0,  // 34: msb.agent.v1.Agent.UpdateContainer:output_type -> msb.agent.v1.Empty
+	18, // 35: msb.agent.v1.Agent.WaitOOM:output_type -> msb.agent.v1.WaitOOMResponse
+	0,  // 36: msb.agent.v1.Agent.ConfigureNetwork:output_type -> msb.agent.v1.Empty
+	20, // [20:37] is the sub-list for method output_type
+	3,  // [3:20] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name

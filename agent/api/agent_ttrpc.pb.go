@@ -13,6 +13,7 @@ type AgentService interface {
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*Empty, error)
 	StartProcess(context.Context, *StartProcessRequest) (*StartProcessResponse, error)
 	WaitProcess(context.Context, *ProcessRequest) (*WaitProcessResponse, error)
+	DeleteProcess(context.Context, *ProcessRequest) (*Empty, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*Empty, error)
 	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
 	CloseStdin(context.Context, *ProcessRequest) (*Empty, error)
@@ -63,6 +64,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WaitProcess(ctx, &req)
+			},
+			"DeleteProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteProcess(ctx, &req)
 			},
 			"SignalProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req SignalProcessRequest
@@ -190,6 +198,14 @@ func (c *agentClient) StartProcess(ctx context.Context, req *StartProcessRequest
 func (c *agentClient) WaitProcess(ctx context.Context, req *ProcessRequest) (*WaitProcessResponse, error) {
 	var resp WaitProcessResponse
 	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "WaitProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DeleteProcess(ctx context.Context, req *ProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "msb.agent.v1.Agent", "DeleteProcess", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

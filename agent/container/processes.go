@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sort"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -31,10 +30,6 @@ func (c *Container) processes() []*process.Process {
 	}
 	return ps
 }
-
-// maxStoppedExecs bounds the exited exec processes kept for WaitProcess.
-// The protocol has no call to delete one, so the oldest are dropped.
-const maxStoppedExecs = 256
 
 // AddProcess registers a process before it starts, reserving its id. An
 // exec needs a running init process (they share its PID-namespace-like
@@ -64,7 +59,6 @@ func (c *Container) AddProcess(execID string) (*process.Process, error) {
 			return nil, fmt.Errorf("exec %q is %s in container %s: %w", execID, st, c.ID, errdefs.ErrAlreadyExists)
 		}
 	}
-	c.evictStopped()
 	p := process.New(execID)
 	c.execs[execID] = p
 	return p, nil
@@ -172,6 +166,26 @@ func (c *Container) Forget(p *process.Process) {
 	}
 }
 
+// DeleteProcess forgets an exec that has exited or never started: the host
+// deletes it when containerd does, so the record lives exactly as long as
+// containerd's.
+func (c *Container) DeleteProcess(execID string) error {
+	if execID == "" {
+		return fmt.Errorf("the init process of %s goes with its container: %w", c.ID, errdefs.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.execs[execID]
+	if p == nil {
+		return fmt.Errorf("exec %q of container %s: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
+	if err := p.Delete(); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	delete(c.execs, execID)
+	return nil
+}
+
 // Process finds a process by exec id ("" is the init process).
 func (c *Container) Process(execID string) (*process.Process, error) {
 	c.mu.Lock()
@@ -184,24 +198,6 @@ func (c *Container) Process(execID string) (*process.Process, error) {
 		return nil, fmt.Errorf("process %q of container %s: %w", execID, c.ID, errdefs.ErrNotFound)
 	}
 	return p, nil
-}
-
-// evictStopped drops the records of the longest-exited execs beyond
-// maxStoppedExecs.
-func (c *Container) evictStopped() {
-	var stopped []*process.Process
-	for _, p := range c.execs {
-		if p.State() == process.Stopped {
-			stopped = append(stopped, p)
-		}
-	}
-	if len(stopped) < maxStoppedExecs {
-		return
-	}
-	sort.Slice(stopped, func(i, j int) bool { return stopped[i].ExitedAt().Before(stopped[j].ExitedAt()) })
-	for _, p := range stopped[:len(stopped)-maxStoppedExecs+1] {
-		delete(c.execs, p.ID)
-	}
 }
 
 // SignalAll signals every process of the container: through its cgroup

@@ -23,8 +23,11 @@ type procIO struct {
 	stdin   net.Conn
 	outs    []*outPump
 	closers []io.Closer // everything to close at the end
-	wg      sync.WaitGroup
-	once    sync.Once
+	// gone is set once the process exited: stdin then ends without
+	// hanging up a terminal whose output still drains.
+	gone atomic.Bool
+	wg   sync.WaitGroup
+	once sync.Once
 }
 
 // newPipeIO makes one pipe per declared stream; an undeclared descriptor is
@@ -118,17 +121,22 @@ func (p *procIO) start() {
 
 // copyStdin feeds the stdin stream to the process until the stream ends
 // (the host closed it, or CloseStdin set its read deadline); then the pipe
-// is closed so the process reads EOF. A pty cannot be half-closed: there
-// the copy just stops, as in containerd's runc shim.
+// is closed so the process reads EOF. A pty cannot be half-closed: when the
+// host ends stdin (CloseIO) the terminal is hung up instead, as runc's shim
+// closes its console then; when the process has exited, the copy just
+// stops and the output drains.
 func (p *procIO) copyStdin() {
 	defer p.wg.Done()
 	var dst io.Writer = p.master
 	if p.stdinW != nil {
 		dst = p.stdinW
 	}
-	io.Copy(dst, p.stdin) //nolint:errcheck // ends on EOF, deadline or a closed reader
-	if p.stdinW != nil {
+	_, err := io.Copy(dst, p.stdin)
+	switch {
+	case p.stdinW != nil:
 		p.stdinW.Close()
+	case err == nil && !p.gone.Load():
+		p.master.Close() // the slave's session gets SIGHUP, its reads EIO
 	}
 }
 
@@ -144,6 +152,7 @@ func (p *procIO) closeStdin() {
 // exited switches the output copies to bounded draining: each stops after
 // idle without data, so an heir that keeps stdout open cannot hold Wait.
 func (p *procIO) exited(idle time.Duration) {
+	p.gone.Store(true)
 	p.closeStdin()
 	for _, o := range p.outs {
 		o.processExited(idle)

@@ -206,6 +206,19 @@ func TestRootAPIFlow(t *testing.T) {
 	if _, err := start("e1", false, []int{1}, "sleep", "100"); err != nil {
 		t.Fatalf("reuse of e1: %v", err)
 	}
+	// An exec is forgotten when the host deletes it, not before, and not
+	// while it runs.
+	e1 := &api.ProcessRequest{ContainerId: "c1", ExecId: "e1"}
+	if _, err := c.DeleteProcess(ctx, e1); code(err) != codes.FailedPrecondition {
+		t.Fatalf("delete of a running exec: %v", err)
+	}
+	if _, err := c.DeleteProcess(ctx, &api.ProcessRequest{ContainerId: "c1"}); code(err) != codes.InvalidArgument {
+		t.Fatalf("delete of the init process: %v", err)
+	}
+	// One that failed to start is forgotten at once.
+	if _, err := c.DeleteProcess(ctx, &api.ProcessRequest{ContainerId: "c1", ExecId: "e3"}); code(err) != codes.NotFound {
+		t.Fatalf("delete of an exec that never started: %v", err)
+	}
 	// Signalling all ends everything.
 	if _, err := c.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: "c1", Signal: 9, All: true}); err != nil {
 		t.Fatal(err)
@@ -215,6 +228,12 @@ func TestRootAPIFlow(t *testing.T) {
 	}
 	if st := wait("e1"); st != 137 {
 		t.Fatalf("e1 status %d", st)
+	}
+	if _, err := c.DeleteProcess(ctx, e1); err != nil {
+		t.Fatalf("delete of an exited exec: %v", err)
+	}
+	if _, err := c.DeleteProcess(ctx, e1); code(err) != codes.NotFound {
+		t.Fatalf("second delete of an exec: %v", err)
 	}
 
 	if _, err := c.DeleteContainer(ctx, &api.DeleteContainerRequest{Id: "c1"}); err != nil {

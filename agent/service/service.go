@@ -271,6 +271,18 @@ func (s *Service) WaitProcess(ctx context.Context, r *api.ProcessRequest) (*api.
 	return &api.WaitProcessResponse{ExitStatus: e.Status, ExitedAtUnixNano: e.At.UnixNano()}, nil
 }
 
+// DeleteProcess forgets an exec that has exited.
+func (s *Service) DeleteProcess(ctx context.Context, r *api.ProcessRequest) (*api.Empty, error) {
+	c, err := s.container(r.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := c.DeleteProcess(r.GetExecId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &api.Empty{}, nil
+}
+
 // SignalProcess signals one process, or with all every process of the
 // container.
 func (s *Service) SignalProcess(ctx context.Context, r *api.SignalProcessRequest) (*api.Empty, error) {

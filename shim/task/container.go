@@ -72,6 +72,17 @@ func (c *container) removeExec(execID string) {
 	delete(c.execs, execID)
 }
 
+// execList returns the execs.
+func (c *container) execList() []*process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]*process, 0, len(c.execs))
+	for _, p := range c.execs {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
 // all returns the init process and every exec.
 func (c *container) all() []*process {
 	c.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,10 +17,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/agent/api"
-	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // The hostile-agent harness runs the task service against a fake agent
@@ -36,17 +36,18 @@ type fakeAgent struct {
 
 	// ignoreKill acknowledges signals and does nothing.
 	ignoreKill bool
-	// hangSignal, hangDelete and hangShutdown never answer those calls.
-	hangSignal, hangDelete, hangShutdown bool
+	// hangSignal and hangShutdown never answer those calls.
+	hangSignal, hangShutdown bool
 	// oomAnswer, when set, answers WaitOOM at once with what it returns.
 	oomAnswer func(seen uint64) uint64
 
 	mu        sync.Mutex
-	procs     map[string]chan uint32 // exit status, by exec id ("" for init)
+	procs     map[string]chan uint32 // exit status, by "container/exec" ("" for init)
 	oomCalls  int
-	shutdowns int
 	deleted   chan struct{}
 	stdio     []net.Conn
+	stdin     chan net.Conn
+	forgotten []string
 }
 
 func newFakeAgent() *fakeAgent {
@@ -60,31 +61,42 @@ func (a *fakeAgent) Ping(context.Context, *api.PingRequest) (*api.PingResponse, 
 func (a *fakeAgent) StartProcess(_ context.Context, r *api.StartProcessRequest) (*api.StartProcessResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.procs[r.ExecId] = make(chan uint32, 1)
+	a.procs[r.ContainerId+"/"+r.ExecId] = make(chan uint32, 1)
 	return &api.StartProcessResponse{Pid: uint32(10 + len(a.procs))}, nil
 }
 
-func (a *fakeAgent) proc(execID string) chan uint32 {
+func (a *fakeAgent) proc(cid, execID string) chan uint32 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.procs[execID]
+	return a.procs[cid+"/"+execID]
 }
 
 func (a *fakeAgent) WaitProcess(ctx context.Context, r *api.ProcessRequest) (*api.WaitProcessResponse, error) {
 	select {
-	case st := <-a.proc(r.ExecId):
+	case st := <-a.proc(r.ContainerId, r.ExecId):
 		return &api.WaitProcessResponse{ExitStatus: st}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
-// exit makes a process exit with status, as the guest would report it.
-func (a *fakeAgent) exit(execID string, status uint32) {
+// exit makes a process of container c1 exit with status, as the guest
+// would report it.
+func (a *fakeAgent) exit(execID string, status uint32) { a.exitIn("c1", execID, status) }
+
+func (a *fakeAgent) exitIn(cid, execID string, status uint32) {
 	select {
-	case a.proc(execID) <- status:
+	case a.proc(cid, execID) <- status:
 	default:
 	}
+}
+
+// DeleteProcess records the exec the host had the guest forget.
+func (a *fakeAgent) DeleteProcess(_ context.Context, r *api.ProcessRequest) (*api.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.forgotten = append(a.forgotten, r.ContainerId+"/"+r.ExecId)
+	return &api.Empty{}, nil
 }
 
 func (a *fakeAgent) SignalProcess(ctx context.Context, r *api.SignalProcessRequest) (*api.Empty, error) {
@@ -93,16 +105,12 @@ func (a *fakeAgent) SignalProcess(ctx context.Context, r *api.SignalProcessReque
 		return nil, ctx.Err()
 	}
 	if !a.ignoreKill && r.Signal == uint32(syscall.SIGKILL) {
-		a.exit(r.ExecId, 128+r.Signal)
+		a.exitIn(r.ContainerId, r.ExecId, 128+r.Signal)
 	}
 	return &api.Empty{}, nil
 }
 
-func (a *fakeAgent) DeleteContainer(ctx context.Context, _ *api.DeleteContainerRequest) (*api.Empty, error) {
-	if a.hangDelete {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
+func (a *fakeAgent) DeleteContainer(context.Context, *api.DeleteContainerRequest) (*api.Empty, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	select {
@@ -113,10 +121,15 @@ func (a *fakeAgent) DeleteContainer(ctx context.Context, _ *api.DeleteContainerR
 	return &api.Empty{}, nil
 }
 
+func (a *fakeAgent) Pause(context.Context, *api.ContainerRequest) (*api.Empty, error) {
+	return &api.Empty{}, nil
+}
+
+func (a *fakeAgent) Resume(context.Context, *api.ContainerRequest) (*api.Empty, error) {
+	return &api.Empty{}, nil
+}
+
 func (a *fakeAgent) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error) {
-	a.mu.Lock()
-	a.shutdowns++
-	a.mu.Unlock()
 	if a.hangShutdown {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -146,11 +159,15 @@ func (a *fakeAgent) calls() int {
 	return a.oomCalls
 }
 
-// keepStdio holds the stdio streams the host opens, unread.
-func (a *fakeAgent) keepStdio(_ api.StdioHeader, s net.Conn) {
+// keepStdio holds the stdio streams the host opens, unread; the stdin
+// streams also go to stdin, when a test made that channel.
+func (a *fakeAgent) keepStdio(h api.StdioHeader, s net.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stdio = append(a.stdio, s)
+	if h.FD == api.Stdin && a.stdin != nil {
+		a.stdin <- s
+	}
 }
 
 // guestConn is the guest's end of the channel. Once stall is closed it
@@ -176,11 +193,12 @@ func (g *guestConn) stopReading() { g.once.Do(func() { close(g.stall) }) }
 
 func (g *guestConn) raw(b []byte) { g.Conn.Write(b) } //nolint:errcheck // the host may hang up first
 
-// harness is a task service whose sandbox runs a fake agent.
+// harness is a task service whose sandbox, a fake, runs a fake agent, as
+// after its first container booted it.
 type harness struct {
 	t     *testing.T
 	s     *service
-	sb    *sandbox
+	sb    *fakeSandbox
 	agent *fakeAgent
 	guest *guestConn
 	vmm   *exec.Cmd
@@ -197,41 +215,34 @@ const (
 
 func newHarness(t *testing.T, a *fakeAgent, hostSndBuf int) *harness {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	h := newServiceHarness(t, a)
+	h.sb.hostSndBuf = hostSndBuf
+	if err := h.sb.Boot(h.ctx(), &sandbox.BootSpec{}); err != nil {
 		t.Fatal(err)
 	}
-	if hostSndBuf > 0 {
-		if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, hostSndBuf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	host, guest := fileConn(t, fds[0]), fileConn(t, fds[1])
-	g := &guestConn{Conn: guest, stall: make(chan struct{}), done: make(chan struct{})}
-	t.Cleanup(func() { close(g.done) })
+	h.s.sb = h.sb
+	go h.s.watchVM(h.sb)
+	h.guest, h.vmm = h.sb.guest, h.sb.vmm
+	return h
+}
+
+// newServiceHarness is a task service whose Create boots a fake sandbox.
+func newServiceHarness(t *testing.T, a *fakeAgent) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go api.Serve(ctx, g, a, api.Handlers{Stdio: a.keepStdio}) //nolint:errcheck // ends with the channel
-
-	cmd := exec.Command("sleep", "infinity")
-	v, err := vm.Attach(ctx, vm.Options{StopTimeout: stopTimeout, DieWithParent: true}, cmd, host, api.WithTimeout(channelTimeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Kill)
 	pub := &recorder{}
+	sb := newFakeSandbox(t, a)
 	s := &service{
 		ctx:        namespaces.WithNamespace(ctx, "test"),
 		publisher:  pub,
 		events:     make(chan func(), 128),
 		killGrace:  testKillGrace,
+		newSandbox: func() sandbox.Sandbox { return sb },
 		containers: map[string]*container{},
 	}
 	go s.forward()
-	sb := &sandbox{vm: v, runDir: t.TempDir(), bundle: t.TempDir()}
-	s.sandbox = sb
-	go s.watchVM(sb)
-	return &harness{t: t, s: s, sb: sb, agent: a, guest: g, vmm: cmd, pub: pub}
+	return &harness{t: t, s: s, sb: sb, agent: a, pub: pub}
 }
 
 func fileConn(t *testing.T, fd int) net.Conn {
@@ -255,18 +266,12 @@ func (h *harness) run(id string, io stdio) *container {
 // runCtx is run with the Start call's context.
 func (h *harness) runCtx(ctx context.Context, id string, io stdio) *container {
 	h.t.Helper()
-	wctx, stopWatch := context.WithCancel(h.s.ctx)
-	c := &container{
-		id: id, bundle: h.sb.bundle, init: newProcess(id, "", &specs.Process{Args: []string{"sh"}}, io),
-		stopWatch: stopWatch, watchDone: make(chan struct{}), execs: map[string]*process{},
-	}
+	c := &container{id: id, bundle: h.t.TempDir(), watchDone: make(chan struct{}), execs: map[string]*process{}}
+	c.init = h.s.newProcess(h.sb, c, "", &specs.Process{Args: []string{"sh"}}, io)
 	h.s.mu.Lock()
 	h.s.containers[id] = c
 	h.s.mu.Unlock()
-	go func() {
-		defer close(c.watchDone)
-		h.s.watchOOM(wctx, h.sb, id)
-	}()
+	h.s.watch(c, h.sb)
 	if _, err := h.s.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
 		h.t.Fatalf("start %s: %v", id, err)
 	}
@@ -298,11 +303,11 @@ func (h *harness) wait(id, execID string) (uint32, error) {
 func (h *harness) vmGone() {
 	h.t.Helper()
 	select {
-	case <-h.sb.vm.Done():
+	case <-h.sb.Done():
 	case <-time.After(2*testKillGrace + stopTimeout):
 		h.t.Fatal("the VM still runs")
 	}
-	if err := syscall.Kill(h.vmm.Process.Pid, 0); err != syscall.ESRCH {
+	if err := syscall.Kill(h.sb.vmm.Process.Pid, 0); err != syscall.ESRCH {
 		h.t.Fatalf("the VMM process is still there: %v", err)
 	}
 }
@@ -321,6 +326,12 @@ func (r *recorder) Publish(_ context.Context, topic string, _ events.Event) erro
 }
 
 func (r *recorder) Close() error { return nil }
+
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.topics)
+}
 
 func (r *recorder) count(topic string) int {
 	r.mu.Lock()

@@ -65,3 +65,17 @@ func ociState(c *container, status specs.ContainerState, pid uint32) specs.State
 		Bundle: c.bundle, Annotations: c.annotations,
 	}
 }
+
+// runCreateHooks runs the container's host hooks that set up the VM's
+// network namespace (prestart, createRuntime), with the VMM's pid.
+func runCreateHooks(ctx context.Context, c *container, pid uint32) error {
+	h := c.hooks
+	if h == nil {
+		return nil
+	}
+	st := ociState(c, specs.StateCreating, pid)
+	if err := runHooks(ctx, "prestart", h.Prestart, st); err != nil { //nolint:staticcheck // Prestart is still run
+		return err
+	}
+	return runHooks(ctx, "createRuntime", h.CreateRuntime, st)
+}

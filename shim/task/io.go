@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,17 +30,29 @@ type stdio struct {
 // and finally the process, never the shim.
 type procIO struct {
 	stdin net.Conn
-	// stdinDone is closed once everything containerd wrote was sent.
-	stdinDone chan struct{}
-	outputs   sync.WaitGroup
-	closers   []io.Closer
-	once      sync.Once
+	// stdinW is the shim's own writer of the stdin FIFO. Holding it, the
+	// copy reads EOF only once CloseIO closed it and no client holds the
+	// FIFO open: a client that closes its end without CloseIO detaches,
+	// and one that opens the FIFO again writes to the same stdin, as with
+	// runc's shim.
+	stdinW     io.Closer
+	stdinWOnce sync.Once
+	outputs    sync.WaitGroup
+	// copied counts the output bytes written to containerd's side, so the
+	// drain waits as long as they flow.
+	copied  atomic.Int64
+	closers []io.Closer
+	once    sync.Once
 }
 
-// drainTimeout bounds the wait for output after the agent reported the
-// exit; the agent drains first, so this only matters if the host side is
-// stuck.
-const drainTimeout = 5 * time.Second
+// drainStall bounds the wait for output once the guest reported the
+// exit: the wait lasts as long as bytes reach containerd's side and ends
+// after this long without any (a client that stopped reading its FIFO).
+// runc's shim waits as long for its copies on Delete.
+const (
+	drainStall = 10 * time.Second
+	drainCheck = 100 * time.Millisecond
+)
 
 // openIO opens the agent streams for a process and starts copying. It
 // must run before StartProcess so no output is lost.
@@ -62,15 +75,20 @@ func openIO(ctx context.Context, c *api.Client, cid, execID string, s stdio) (_ 
 		if err != nil {
 			return nil, err
 		}
-		r, err := fifo.OpenFifo(ctx, s.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		r, err := openStdin(ctx, s.stdin)
 		if err != nil {
-			return nil, fmt.Errorf("open stdin %s: %w", s.stdin, err)
+			return nil, err
 		}
 		p.closers = append(p.closers, r)
 		p.stdin = st
-		p.stdinDone = make(chan struct{})
+		// Opened after the reader, so it does not block.
+		w, err := fifo.OpenFifo(ctx, s.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open stdin %s: %w", s.stdin, err)
+		}
+		p.stdinW = w
+		p.closers = append(p.closers, w)
 		go func() {
-			defer close(p.stdinDone)
 			_, _ = io.Copy(st, r)
 			p.closeStdin()
 		}()
@@ -87,7 +105,7 @@ func openIO(ctx context.Context, c *api.Client, cid, execID string, s stdio) (_ 
 		p.outputs.Add(1)
 		go func() {
 			defer p.outputs.Done()
-			if _, err := io.Copy(w, st); err != nil {
+			if _, err := io.Copy(progress{w, &p.copied}, st); err != nil {
 				log.G(ctx).WithError(err).Debugf("copy fd %d of %s/%s", fd, cid, execID)
 			}
 			// containerd's reader waits for EOF before it reports the
@@ -162,33 +180,60 @@ func (p *procIO) closeStdin() {
 	}
 }
 
-// stdinGrace bounds CloseIO's wait for stdin data still in flight.
-const stdinGrace = 2 * time.Second
-
-// finishStdin lets the copy of what containerd already wrote end, then
-// closes stdin: containerd closes its end of the FIFO before it asks.
-func (p *procIO) finishStdin() {
-	if p == nil || p.stdin == nil {
-		return
+// endStdin is CloseIO: the shim lets go of its writer of the stdin FIFO,
+// so the copy ends (and the process reads EOF) once what the clients wrote
+// was sent and they closed their ends.
+func (p *procIO) endStdin() {
+	if p != nil && p.stdinW != nil {
+		p.stdinWOnce.Do(func() { p.stdinW.Close() })
 	}
-	select {
-	case <-p.stdinDone:
-	case <-time.After(stdinGrace):
-	}
-	p.closeStdin()
 }
 
-// wait returns once all output was copied, or after drainTimeout.
+// wait returns once all output was copied to containerd's side, or once
+// it made no progress for drainStall.
 func (p *procIO) wait() {
 	if p == nil {
 		return
 	}
 	done := make(chan struct{})
 	go func() { p.outputs.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(drainTimeout):
+	tick := time.NewTicker(drainCheck)
+	defer tick.Stop()
+	last, still := p.copied.Load(), time.Duration(0)
+	for still < drainStall {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		if n := p.copied.Load(); n != last {
+			last, still = n, 0
+		} else {
+			still += drainCheck
+		}
 	}
+	log.L.Warnf("output still not copied after %s without progress: the reader of a FIFO stopped reading", drainStall)
+}
+
+// progress counts what reaches containerd's side.
+type progress struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (p progress) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n.Add(int64(n))
+	return n, err
+}
+
+// openStdin opens containerd's stdin FIFO for reading.
+func openStdin(ctx context.Context, path string) (io.ReadCloser, error) {
+	r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open stdin %s: %w", path, err)
+	}
+	return r, nil
 }
 
 func (p *procIO) close() {

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // The agent answers WaitOOM only once the container's OOM kill count
@@ -29,11 +30,11 @@ const (
 // watchOOM publishes a TaskOOM event each time the guest kernel's OOM
 // killer strikes in the container, until ctx ends (Delete), the VM ends,
 // or the agent says the container or the memory controller is gone.
-func (s *service) watchOOM(ctx context.Context, sb *sandbox, id string) {
+func (s *service) watchOOM(ctx context.Context, sb sandbox.Sandbox, id string) {
 	var seen uint64
 	var backoff time.Duration
-	for ctx.Err() == nil && sb.alive() {
-		resp, err := sb.vm.Agent.WaitOOM(ctx, &api.WaitOOMRequest{Id: id, Seen: seen})
+	for ctx.Err() == nil && !sb.Ending() {
+		resp, err := sb.Agent().WaitOOM(ctx, &api.WaitOOMRequest{Id: id, Seen: seen})
 		pause := oomEventInterval
 		switch n := resp.GetOomKills(); {
 		case err != nil:
@@ -53,7 +54,7 @@ func (s *service) watchOOM(ctx context.Context, sb *sandbox, id string) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-sb.vm.Done():
+		case <-sb.Done():
 		case <-time.After(pause):
 		}
 	}

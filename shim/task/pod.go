@@ -1,18 +1,11 @@
 package task
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/msb-runtime/msb/shim/sharedir"
-	"github.com/msb-runtime/msb/shim/state"
 )
 
 // A CRI pod is one VM. Its sandbox (pause) container boots it; the pod's
@@ -40,78 +33,22 @@ func podOf(s *specs.Spec) *pod {
 	return &pod{sandboxID: id, isSandbox: typ == "sandbox"}
 }
 
-// joinPod has a pod's later container join the running VM: its exports
-// are bound into the VM's share, then the agent creates it. On error what
-// was mounted is undone.
-func (s *service) joinPod(ctx context.Context, sb *sandbox, r createRequest, b *bootSpec) (retErr error) {
-	if b.pod == nil || b.pod.isSandbox || sb.pod == nil || b.pod.sandboxID != sb.pod.sandboxID {
-		return fmt.Errorf("container %s would join a sandbox whose VM already runs, but it is not a container of that CRI pod: %w",
-			r.id, errdefs.ErrFailedPrecondition)
-	}
-	if sb.share == nil {
-		return fmt.Errorf("container %s: the pod's VM has no share: %w", r.id, errdefs.ErrFailedPrecondition)
-	}
-	st := &state.State{}
-	if len(b.plan.HostMounts) > 0 {
-		st.HostMounts = []string{b.plan.HostRootfs}
-	}
-	defer func() {
-		if retErr != nil {
-			cleanupState(ctx, r.bundle)
-		}
-	}()
-	if err := state.Write(r.bundle, st); err != nil {
-		return err
-	}
-	if err := b.plan.MountHost(ctx); err != nil {
-		return err
-	}
-	if err := exportAll(b, sb.share, st); err != nil {
-		return err
-	}
-	return createInGuest(ctx, sb, r.id, b)
-}
-
-// exportAll binds the container's exports into the VM's share, each mount
-// point recorded in st (and the record written) before it is made.
-func exportAll(b *bootSpec, sd *sharedir.Dir, st *state.State) error {
-	c := sd.Container(b.id)
-	exps := b.exports()
-	if len(exps) == 0 {
+// mayJoin says whether container id of pod p may join the running VM:
+// it must be a container of the VM's CRI pod, not a second sandbox.
+func (s *service) mayJoin(id string, p *pod) error {
+	s.mu.Lock()
+	pod, byAPI := s.pod, s.byAPI
+	s.mu.Unlock()
+	switch {
+	case pod == "":
+	case p == nil && byAPI:
+		// On the sandbox's own connection: containerd sent it here.
+		return nil
+	case p != nil && !p.isSandbox && p.sandboxID == pod:
 		return nil
 	}
-	st.Dirs = append([]string{c.Dir()}, st.Dirs...)
-	for _, e := range exps {
-		target := c.Target(e)
-		st.HostMounts = append([]string{target}, st.HostMounts...)
-		st.Dirs = append([]string{target}, st.Dirs...)
-		if err := state.Write(b.bundle, st); err != nil {
-			return err
-		}
-		if err := c.Bind(e); err != nil {
-			return err
-		}
-		if err := mirrorSubmounts(b, e, target); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func bundleHash(bundle string) string {
-	sum := sha256.Sum256([]byte(bundle))
-	return hex.EncodeToString(sum[:8])
-}
-
-// cleanupState undoes what a container's state record names.
-func cleanupState(ctx context.Context, bundle string) {
-	st, err := state.Read(bundle)
-	if err == nil {
-		err = st.Cleanup(ctx)
-	}
-	if err != nil && !errdefs.IsNotFound(err) {
-		logWarn(ctx, err, "container cleanup")
-	}
+	return fmt.Errorf("container %s would join a sandbox whose VM already runs, but it is not a container of that CRI pod: %w",
+		id, errdefs.ErrFailedPrecondition)
 }
 
 // Pod-level resources CRI puts on the sandbox container (the sum of the
@@ -146,8 +83,4 @@ func podSized(s *specs.Spec, p *pod) *specs.Spec {
 		}
 	}
 	return sized
-}
-
-func logWarn(ctx context.Context, err error, what string) {
-	log.G(ctx).WithError(err).Warn(what)
 }

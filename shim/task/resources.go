@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
 
 // maxPids bounds what the host accepts from the guest for one listing.
@@ -31,13 +32,13 @@ func (s *service) agentCall(ctx context.Context, id string, call func(context.Co
 	if _, err := s.container(id); err != nil {
 		return err
 	}
-	sb, err := s.currentSandbox()
+	sb, err := s.sandbox()
 	if err != nil {
 		return errgrpc.ToGRPC(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	ctx, cancel := context.WithTimeout(ctx, sandbox.AgentTimeout)
 	defer cancel()
-	if err := call(ctx, sb.vm.Agent); err != nil {
+	if err := call(ctx, sb.Agent()); err != nil {
 		return errgrpc.ToGRPC(errgrpc.ToNative(err))
 	}
 	return nil
@@ -113,8 +114,8 @@ func (s *service) setPaused(ctx context.Context, id string, pause bool) (*ptypes
 	if !pause {
 		want = task.Status_PAUSED
 	}
-	if err := c.init.requireStatus("pause/resume", want); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+	if st := c.init.status(); st != want {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "pause/resume %s: it is %s", c.id, st)
 	}
 	err = s.agentCall(ctx, id, func(ctx context.Context, a *api.Client) error {
 		var err error

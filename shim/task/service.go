@@ -15,38 +15,14 @@ import (
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
-	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/containerd/plugin"
-	"github.com/containerd/plugin/registry"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
-	"github.com/msb-runtime/msb/shim/mountns"
+	"github.com/msb-runtime/msb/shim/sandbox"
 )
-
-func init() {
-	registry.Register(&plugin.Registration{
-		Type:     plugins.TTRPCPlugin,
-		ID:       "task",
-		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
-		InitFn: func(ic *plugin.InitContext) (any, error) {
-			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
-			if err != nil {
-				return nil, err
-			}
-			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
-			if err != nil {
-				return nil, err
-			}
-			if err := mountns.Setup(); err != nil {
-				return nil, err
-			}
-			return newService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service)), nil
-		},
-	})
-}
 
 var (
 	_     = shim.TTRPCService(&service{})
@@ -62,12 +38,21 @@ type service struct {
 	// killGrace is the guest's time to report an exit after SIGKILL
 	// (the constant, but for tests).
 	killGrace time.Duration
+	// newSandbox makes the sandbox the first container boots (a fake in
+	// tests).
+	newSandbox func() sandbox.Sandbox
 
-	// lifecycle serializes Create and Delete: they boot and stop the VM.
+	// lifecycle serializes Create and Delete: they boot, join, leave and
+	// stop the sandbox.
 	lifecycle sync.Mutex
 
-	mu         sync.Mutex
-	sandbox    *sandbox
+	mu sync.Mutex
+	// sb is the shim's sandbox once booted; pod is its CRI pod sandbox
+	// id ("" for a lone container), and byAPI says the sandbox API booted
+	// it and owns its life.
+	sb         sandbox.Sandbox
+	pod        string
+	byAPI      bool
 	containers map[string]*container
 }
 
@@ -86,11 +71,12 @@ func newService(ctx context.Context, pub shim.Publisher, sd shutdown.Service) *s
 		shutdown:   sd,
 		events:     make(chan func(), 128),
 		killGrace:  killGrace,
+		newSandbox: func() sandbox.Sandbox { return sandbox.New() },
 		containers: map[string]*container{},
 	}
 	go s.forward()
 	sd.RegisterCallback(func(context.Context) error {
-		s.stopSandbox(context.WithoutCancel(ctx), false)
+		s.stopSandbox(context.WithoutCancel(ctx))
 		close(s.events)
 		return nil
 	})
@@ -124,13 +110,44 @@ func (s *service) process(id, execID string) (*container, *process, error) {
 	return c, p, nil
 }
 
+// sandbox is the shim's booted sandbox.
+func (s *service) sandbox() (sandbox.Sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sb == nil {
+		return nil, errdefs.ErrFailedPrecondition.WithMessage(sandbox.ErrNotBooted.Error())
+	}
+	return s.sb, nil
+}
+
+func (s *service) vmmPid() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sb == nil {
+		return 0
+	}
+	return s.sb.Pid()
+}
+
+// stopSandbox stops the shim's VM, if any.
+func (s *service) stopSandbox(ctx context.Context) {
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	if sb != nil {
+		if err := sb.Stop(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("stop the sandbox")
+		}
+	}
+}
+
 // State reports a process as containerd sees it.
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	c, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	st, pid, status, at := p.state()
+	st, pid, status, at := p.snapshot()
 	id := r.ID
 	if r.ExecID != "" {
 		id = r.ExecID
@@ -159,7 +176,7 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	if err := p.wait(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	_, _, status, at := p.state()
+	_, _, status, at := p.snapshot()
 	return &taskAPI.WaitResponse{ExitStatus: status, ExitedAt: timestamp(at)}, nil
 }
 
@@ -169,12 +186,13 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.vmmPid()}, nil
 }
 
-// Shutdown ends the shim once no container is left in it.
+// Shutdown ends the shim once no container is left in it and, when the
+// sandbox API booted its VM, once that sandbox was shut down.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
-	n := len(s.containers)
+	busy := len(s.containers) > 0 || s.byAPI
 	s.mu.Unlock()
-	if n > 0 {
+	if busy {
 		return empty, nil
 	}
 	s.shutdown.Shutdown()

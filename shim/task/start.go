@@ -3,7 +3,6 @@ package task
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"syscall"
 	"time"
 
@@ -21,11 +20,9 @@ import (
 
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
+	"github.com/msb-runtime/msb/shim/sandbox"
 	"github.com/msb-runtime/msb/vm/phase"
 )
-
-// agentTimeout bounds one control call to the agent.
-const agentTimeout = 30 * time.Second
 
 // maxExitStatus is the largest status a process can report (128+signal
 // included); the guest is not trusted to stay within it.
@@ -39,31 +36,20 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	if err := p.requireStatus("start", task.Status_CREATED); err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
-	sb, err := s.currentSandbox()
-	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
 	ctx = phase.With(ctx, startRecorder(r.ID, r.ExecID))
 	phase.From(ctx).Begin(ctx, phase.ProcessStart)
-	guestPid, err := startInGuest(ctx, sb, p)
+	pid, err := p.Start(ctx)
 	phase.From(ctx).End(err)
 	if err != nil {
-		log.G(ctx).WithError(err).Errorf("start %s/%s", r.ID, r.ExecID)
+		log.G(ctx).WithError(err).Errorf("start %s", p.name())
 		return nil, errgrpc.ToGRPC(err)
 	}
-	pid := guestPid
 	if r.ExecID == "" {
-		// The task's pid is a host pid: the VMM's.
-		pid = uint32(sb.vm.Pid())
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: pid})
 	} else {
 		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: r.ExecID, Pid: pid})
 	}
-	p.started(pid)
-	go s.reap(sb, c, p)
+	go s.reap(p)
 	if r.ExecID == "" && c.hooks != nil {
 		// As in runc, a failing poststart hook is only a warning.
 		if err := runHooks(ctx, "poststart", c.hooks.Poststart, ociState(c, specs.StateRunning, pid)); err != nil {
@@ -82,41 +68,17 @@ func startRecorder(id, execID string) *phase.Recorder {
 	return phase.New(id + "/" + execID)
 }
 
-// startInGuest opens the process's stdio streams, then starts it.
-func startInGuest(ctx context.Context, sb *sandbox, p *process) (uint32, error) {
-	spec, err := json.Marshal(p.spec)
-	if err != nil {
-		return 0, fmt.Errorf("encode process: %w", err)
-	}
-	pio, err := openIO(ctx, sb.vm.Agent, p.cid, p.execID, p.stdio)
-	if err != nil {
-		return 0, fmt.Errorf("open stdio: %w", err)
-	}
-	in, out, errOut := p.stdio.flags()
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	resp, err := sb.vm.Agent.StartProcess(actx, &api.StartProcessRequest{
-		ContainerId: p.cid, ExecId: p.execID, Process: spec, Stdin: in, Stdout: out, Stderr: errOut,
-	})
-	if err != nil {
-		pio.close()
-		return 0, fmt.Errorf("start %s in the VM: %w", p.name(), errgrpc.ToNative(err))
-	}
-	p.setIO(pio)
-	return resp.GetPid(), nil
-}
-
-// reap waits for the process's exit in the guest, then for its output,
-// and reports the exit.
-func (s *service) reap(sb *sandbox, c *container, p *process) {
+// reap waits for the process's exit in the guest, then for its output to
+// reach containerd's side, and records the exit.
+func (s *service) reap(p *process) {
 	ctx := s.ctx
-	resp, err := sb.vm.Agent.WaitProcess(ctx, &api.ProcessRequest{ContainerId: p.cid, ExecId: p.execID})
+	resp, err := p.sb.Agent().WaitProcess(ctx, &api.ProcessRequest{ContainerId: p.cid, ExecId: p.execID})
 	if err != nil {
-		if vmEnding(sb) {
+		if p.sb.Ending() {
 			return // watchVM reports it
 		}
 		log.G(ctx).WithError(err).Errorf("wait for %s", p.name())
-		s.exited(c, p, maxExitStatus)
+		p.SetExited(maxExitStatus, time.Now())
 		return
 	}
 	p.exitReported()
@@ -126,60 +88,45 @@ func (s *service) reap(sb *sandbox, c *container, p *process) {
 		status = maxExitStatus
 	}
 	p.stdioCopier().wait()
-	s.exited(c, p, status)
+	p.SetExited(status, time.Now())
 }
 
-// exited records an exit once and publishes it.
-func (s *service) exited(c *container, p *process, status uint32) {
-	at := time.Now()
-	if !p.setExited(status, at) {
-		return
-	}
+// publishExit reports an exit to containerd; p.mu is held.
+func (s *service) publishExit(c *container, p *process, status uint32, at time.Time) {
 	id := c.id
 	if p.execID != "" {
 		id = p.execID
 	}
-	_, pid, _, _ := p.state()
 	s.publish(s.ctx, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
-		ContainerID: c.id, ID: id, Pid: pid, ExitStatus: status, ExitedAt: timestamp(at),
+		ContainerID: c.id, ID: id, Pid: p.pid, ExitStatus: status, ExitedAt: timestamp(at),
 	})
 }
 
-// vmEnding says whether the VM ended or is ending: its channel ends
-// first when the host gives up on the guest (vm.VM then kills the VMM).
-func vmEnding(sb *sandbox) bool {
-	select {
-	case <-sb.vm.Done():
-		return true
-	case <-sb.vm.Agent.Done():
-		return true
-	default:
-		return sb.stopping.Load()
-	}
-}
-
-// watchVM turns an unexpected end of the VM into the exit of every
-// process in it: killed, as if by SIGKILL.
-func (s *service) watchVM(sb *sandbox) {
-	<-sb.vm.Done()
-	if sb.stopping.Load() {
-		return
-	}
-	log.G(s.ctx).WithError(sb.vm.Err()).Error("the VM ended unexpectedly; its processes are reported killed")
+// watchVM turns the end of the VM into the exit of every process still in
+// it: killed, as if by SIGKILL. A pod's sandbox stopped by the sandbox API
+// ends this way too; a VM the last container's Delete stopped has none.
+func (s *service) watchVM(sb sandbox.Sandbox) {
+	<-sb.Done()
 	s.mu.Lock()
 	cs := make([]*container, 0, len(s.containers))
 	for _, c := range s.containers {
 		cs = append(cs, c)
 	}
 	s.mu.Unlock()
+	n := 0
 	for _, c := range cs {
 		for _, p := range c.all() {
-			if st, _, _, _ := p.state(); st == task.Status_CREATED {
+			if p.status() == task.Status_CREATED {
 				continue // Delete settles it
 			}
 			p.stdioCopier().close()
-			s.exited(c, p, 128+uint32(syscall.SIGKILL))
+			if p.SetExited(128+uint32(syscall.SIGKILL), time.Now()) {
+				n++
+			}
 		}
+	}
+	if n > 0 {
+		log.G(s.ctx).WithError(sb.Err()).Warnf("the VM ended; its %d processes are reported killed", n)
 	}
 }
 
@@ -189,8 +136,8 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if err != nil {
 		return nil, err
 	}
-	if err := c.init.requireStatus("exec", task.Status_RUNNING); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+	if st := c.init.status(); st != task.Status_RUNNING {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "exec in %s: its init process is %s", c.id, st)
 	}
 	if err := api.ValidID(r.ExecID); err != nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "exec id: %v", err)
@@ -202,7 +149,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if err := oci.Process(&spec); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p := newProcess(c.id, r.ExecID, &spec, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal})
+	p := s.newProcess(c.init.sb, c, r.ExecID, &spec, stdio{r.Stdin, r.Stdout, r.Stderr, r.Terminal})
 	if err := c.addExec(p); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

@@ -14,7 +14,7 @@ import (
 	_ "github.com/containerd/containerd/v2/pkg/tracing/plugin"
 
 	"github.com/msb-runtime/msb/shim"
-	_ "github.com/msb-runtime/msb/shim/task" // registers the task service
+	_ "github.com/msb-runtime/msb/shim/plugin" // registers the task and sandbox services
 )
 
 func main() {

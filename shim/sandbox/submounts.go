@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"path"
@@ -17,15 +17,15 @@ import (
 // on the submounts read-only too; each bind from the export is followed by
 // a bind of each submount below its source, with that submount's own
 // read-only flag. hostCopy is where the shim bound the export.
-func mirrorSubmounts(b *bootSpec, e share.Export, hostCopy string) error {
-	if !e.Dir || !e.Recursive || !e.ReadOnly || e.RecursiveReadOnly || b.guest.Spec == nil {
+func mirrorSubmounts(m *Member, e share.Export, hostCopy string) error {
+	if !e.Dir || !e.Recursive || !e.ReadOnly || e.RecursiveReadOnly || m.Guest.Spec == nil {
 		return nil
 	}
 	subs, err := mountns.Submounts(hostCopy)
 	if err != nil || len(subs) == 0 {
 		return err
 	}
-	b.guest.Spec.Mounts = withSubmounts(b.guest.Spec.Mounts, share.GuestPath(b.id, e.Name), subs)
+	m.Guest.Spec.Mounts = withSubmounts(m.Guest.Spec.Mounts, share.GuestPath(m.ID, e.Name), subs)
 	return nil
 }
 

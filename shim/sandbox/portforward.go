@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 // startPortForward serves the pod's network namespace. A host without BPF
 // sk_lookup still runs the pod, without port-forward.
-func (sb *sandbox) startPortForward(ctx context.Context) {
+func (sb *VM) startPortForward(ctx context.Context) {
 	l, err := portfwd.Listen(ctx, sb.netns)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("CRI port-forward into the VM is not available")
@@ -29,7 +29,7 @@ func (sb *sandbox) startPortForward(ctx context.Context) {
 	go sb.acceptForwards(ctx, l)
 }
 
-func (sb *sandbox) acceptForwards(ctx context.Context, l *portfwd.Listener) {
+func (sb *VM) acceptForwards(ctx context.Context, l *portfwd.Listener) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -44,7 +44,7 @@ func (sb *sandbox) acceptForwards(ctx context.Context, l *portfwd.Listener) {
 
 // forward relays one connection. When the guest cannot connect, the
 // client's connection is reset, as a closed port would do.
-func (sb *sandbox) forward(ctx context.Context, c net.Conn) {
+func (sb *VM) forward(ctx context.Context, c net.Conn) {
 	port, err := portfwd.DialedPort(c)
 	if err != nil {
 		c.Close()
@@ -63,7 +63,7 @@ func (sb *sandbox) forward(ctx context.Context, c net.Conn) {
 }
 
 // stopPortForward stops taking connections; open ones end with the VM.
-func (sb *sandbox) stopPortForward() {
+func (sb *VM) stopPortForward() {
 	if sb.fwd != nil {
 		sb.fwd.Close() //nolint:errcheck // detaching from a namespace that may be gone
 		sb.fwd = nil

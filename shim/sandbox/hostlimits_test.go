@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"testing"
@@ -37,7 +37,7 @@ func TestHostLimitsQuota(t *testing.T) {
 	q, p := int64(10000), uint64(100000)
 	spec := &specs.Spec{Linux: &specs.Linux{CgroupsPath: "/default/c1",
 		Resources: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Period: &p}}}}
-	h, err := hostLimits(spec, spec, "c1", 256)
+	h, err := HostLimits(spec, spec, "c1", 256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestHostLimitsQuota(t *testing.T) {
 	if h != want {
 		t.Errorf("host limits %+v, want %+v", h, want)
 	}
-	if _, err := hostLimits(spec, spec, "c1", ^uint32(0)); err == nil {
+	if _, err := HostLimits(spec, spec, "c1", ^uint32(0)); err == nil {
 		t.Error("a 4 PiB VM was not refused")
 	}
 }

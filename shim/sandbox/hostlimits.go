@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"fmt"
@@ -12,13 +12,13 @@ import (
 	"github.com/msb-runtime/msb/vm"
 )
 
-// hostLimits are the host limits of the VM that boots for spec's
+// HostLimits are the host limits of the VM that boots for spec's
 // container id: a host cgroup next to the one runc would give the
 // container (so under the pod's cgroup parent for a CRI pod's sandbox),
 // with the CPU limit of sized (the spec the VM is sized from: the pod's
 // limits for a pod's sandbox) as its quota. A VM larger than the host can
 // give is refused here, before anything is mounted or booted.
-func hostLimits(spec, sized *specs.Spec, id string, memMiB uint32) (vm.HostLimits, error) {
+func HostLimits(spec, sized *specs.Spec, id string, memMiB uint32) (vm.HostLimits, error) {
 	var cgroupsPath string
 	if spec.Linux != nil {
 		cgroupsPath = spec.Linux.CgroupsPath

@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"reflect"

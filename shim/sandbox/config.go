@@ -1,6 +1,7 @@
-package task
+package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,7 +46,7 @@ func defaultConfig() Config {
 }
 
 // loadConfig builds the configuration for one sandbox.
-func loadConfig(opts *anypb.Any) (Config, error) {
+func LoadConfig(opts *anypb.Any) (Config, error) {
 	c := defaultConfig()
 	if b, err := os.ReadFile(systemConfig); err == nil {
 		if err := toml.Unmarshal(b, &c); err != nil {
@@ -79,11 +80,14 @@ func loadConfig(opts *anypb.Any) (Config, error) {
 // checkIOOwnerOnly accepts runc's options when they only name the owner of
 // the stdio pipes, which containerd's CRI sends for a container with a user
 // namespace (client.WithUIDOwner): msb's stdio ends are the shim's, relayed
-// into the guest, so the owner means nothing here. Any other runc option
-// would be silently ignored, so it is refused.
+// into the guest, so the owner means nothing here; and the sandbox's task
+// API endpoint, which CRI sends for a container of a sandbox-API pod (the
+// shim that gets them is that endpoint). Any other runc option would be
+// silently ignored, so it is refused.
 func checkIOOwnerOnly(o *runcoptions.Options) error {
 	rest := proto.Clone(o).(*runcoptions.Options)
 	rest.IoUid, rest.IoGid = 0, 0
+	rest.TaskApiAddress, rest.TaskApiVersion = "", 0
 	if !proto.Equal(rest, &runcoptions.Options{}) {
 		return fmt.Errorf("runc's runtime options (%v) mean nothing to msb (use ConfigPath or a TOML body)", rest)
 	}
@@ -122,3 +126,29 @@ func (c Config) kernel() vm.Kernel {
 }
 
 func (c Config) bootDisk() string { return filepath.Join(c.ShareDir, "boot.erofs") }
+
+// AddressEnv tells the shim server its socket, which it removes itself
+// when the sandbox API shuts it down: containerd removes the bundle, and
+// with it what "shim delete" would read the socket from, before the shim
+// has exited.
+const AddressEnv = "MSB_SHIM_ADDRESS"
+
+// OptionsFile holds, in a sandbox's bundle, the runtime options containerd
+// gave the shim's bootstrap: the sandbox API's CreateSandbox carries none.
+const OptionsFile = "msb-options.pb"
+
+// ReadOptions reads the bundle's runtime options; nil when there are none.
+func ReadOptions(bundle string) (*anypb.Any, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, OptionsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("runtime options: %w", err)
+	}
+	var a anypb.Any
+	if err := proto.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("runtime options in %s: %w", bundle, err)
+	}
+	return &a, nil
+}

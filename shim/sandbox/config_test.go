@@ -1,4 +1,4 @@
-package task
+package sandbox
 
 import (
 	"os"
@@ -26,7 +26,7 @@ func optionsAny(t *testing.T, o proto.Message) *anypb.Any {
 
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Setenv("MSB_BACKEND", "")
-	c, err := loadConfig(nil)
+	c, err := LoadConfig(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 func TestLoadConfigBodyAndPath(t *testing.T) {
 	t.Setenv("MSB_BACKEND", "")
-	c, err := loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("backend = 'qemu'\ndefault_memory_mib = 512\nboot_timeout = '5s'\n")}))
+	c, err := LoadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("backend = 'qemu'\ndefault_memory_mib = 512\nboot_timeout = '5s'\n")}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestLoadConfigBodyAndPath(t *testing.T) {
 	if err := os.WriteFile(p, []byte("default_vcpus = 2\nshare_dir = '/x'\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err = loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigPath: p}))
+	c, err = LoadConfig(optionsAny(t, &runtimeoptions.Options{ConfigPath: p}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,11 +69,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		"missing file": {ConfigPath: "/nonexistent/msb.toml"},
 		"wrong type":   {ConfigBody: []byte("default_vcpus = 'two'")},
 	} {
-		if _, err := loadConfig(optionsAny(t, o)); err == nil {
+		if _, err := LoadConfig(optionsAny(t, o)); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	c, err := loadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("boot_timeout = 'soon'")}))
+	c, err := LoadConfig(optionsAny(t, &runtimeoptions.Options{ConfigBody: []byte("boot_timeout = 'soon'")}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestLoadConfigErrors(t *testing.T) {
 
 func TestLoadConfigEnvBackend(t *testing.T) {
 	t.Setenv("MSB_BACKEND", "krun")
-	c, err := loadConfig(nil)
+	c, err := LoadConfig(nil)
 	if err != nil || c.Backend != "krun" {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -95,10 +95,14 @@ func TestLoadConfigEnvBackend(t *testing.T) {
 // refused rather than ignored.
 func TestLoadConfigRuncIOOwner(t *testing.T) {
 	t.Setenv("MSB_BACKEND", "")
-	if _, err := loadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, IoGid: 1000})); err != nil {
+	if _, err := LoadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, IoGid: 1000})); err != nil {
 		t.Fatalf("io owner: %v", err)
 	}
-	_, err := loadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, BinaryName: "crun"}))
+	// A container of a sandbox-API pod: CRI names the sandbox's task API.
+	if _, err := LoadConfig(optionsAny(t, &runcoptions.Options{TaskApiAddress: "ttrpc+unix:///s", TaskApiVersion: 3})); err != nil {
+		t.Fatalf("task API endpoint: %v", err)
+	}
+	_, err := LoadConfig(optionsAny(t, &runcoptions.Options{IoUid: 1000, BinaryName: "crun"}))
 	if err == nil || !strings.Contains(err.Error(), "crun") {
 		t.Fatalf("runc binary name: %v", err)
 	}
