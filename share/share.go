@@ -20,7 +20,6 @@ package share
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -77,12 +76,24 @@ type Export struct {
 // Writable says whether any part of the export may be written.
 func (e Export) Writable() bool { return !e.ReadOnly && !e.RecursiveReadOnly }
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
+// validName accepts ^[a-z][a-z0-9]{0,15}$. Not a regexp: compiling one
+// at package init cost the guest agent's start 6 ms under emulation.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 16 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the export's name and source.
 func (e Export) Validate() error {
 	switch {
-	case !nameRE.MatchString(e.Name):
+	case !validName(e.Name):
 		return fmt.Errorf("export name %q is invalid: %w", e.Name, errdefs.ErrInvalidArgument)
 	case !path.IsAbs(e.Source) || path.Clean(e.Source) != e.Source:
 		return fmt.Errorf("export %s: source %q is not an absolute clean path: %w", e.Name, e.Source, errdefs.ErrInvalidArgument)

@@ -12,6 +12,7 @@ func TestValidate(t *testing.T) {
 		{Name: "l12d3", Source: "/var/lib/x/layer.erofs", ReadOnly: true},
 		{Name: "root", Source: "/b/rootfs", Dir: true, Recursive: true, Own: true},
 		{Name: "m7", Source: "/data", Dir: true, UIDMap: "0:1000:1", GIDMap: "0:1000:1"},
+		{Name: "m0123456789abcde", Source: "/x"}, // 16 characters
 	}
 	for _, e := range ok {
 		if err := e.Validate(); err != nil {
@@ -23,6 +24,9 @@ func TestValidate(t *testing.T) {
 		{Name: "../x", Source: "/x"},
 		{Name: "m/0", Source: "/x"},
 		{Name: "M0", Source: "/x"},
+		{Name: "0m", Source: "/x"},
+		{Name: "m0123456789abcdef", Source: "/x"}, // 17 characters
+		{Name: "m\n", Source: "/x"},
 		{Name: "m0", Source: "x"},
 		{Name: "m0", Source: "/a/../x"},
 		{Name: "m0", Source: "/x", Recursive: true},

@@ -25,6 +25,13 @@ type qemu struct {
 // workload took 38.9 s, against 50.5 s with the default (one run each).
 const tcgCacheMiB = 64
 
+// tcgClock trusts the guest's TSC, which TCG derives from the host's
+// monotonic clock: the kernel's clocksource watchdog, which would check
+// it twice a second against a jiffies clock, only wakes the idle guest
+// (253 local timer interrupts a second in an idle guest with it, 16
+// without, measured), and each guest timer wakes QEMU several times.
+const tcgClock = "tsc=reliable"
+
 func (q *qemu) Name() string {
 	if q.kvm {
 		return "qemu (kvm)"
@@ -61,9 +68,9 @@ func (q *qemu) launch(ctx context.Context, spec *Spec, files runFiles) (*vmm, er
 // first (hvc0), then the agent port, then the boot disk (/dev/vda) and the
 // disks in spec order.
 func (q *qemu) args(spec *Spec, files runFiles) []string {
-	accel, cpu, extra := "tcg,tb-size="+strconv.Itoa(tcgCacheMiB), "max", "reboot=t"
+	accel, cpu, extra := "tcg,tb-size="+strconv.Itoa(tcgCacheMiB), "max", "reboot=t "+tcgClock
 	if q.kvm {
-		accel, cpu = "kvm", "host"
+		accel, cpu, extra = "kvm", "host", "reboot=t"
 	}
 	mem := strconv.FormatUint(uint64(spec.MemoryMiB), 10) + "M"
 	a := []string{
@@ -94,6 +101,17 @@ func (q *qemu) args(spec *Spec, files runFiles) []string {
 		// QEMU runs in spec.Net.NetNS (vm.Start), where the tap is.
 		a = append(a, "-netdev", "tap,id=net0,ifname="+spec.Net.Tap+",script=no,downscript=no",
 			"-device", "virtio-net-device,netdev=net0")
+	}
+	if spec.devices() < MaxDisks {
+		// Free page reporting: what the guest frees goes back to the host
+		// (60 MiB written to a container's /dev/shm and removed: the
+		// VMM's guest RAM 89 MiB with it, 129 without, measured). It takes
+		// a virtio-mmio transport only when one is left. As the 5th it has
+		// IRQ 8, the RTC's, as any 5th device has: the guest's rtc_cmos
+		// driver then fails its probe, which costs /dev/rtc0, which no
+		// container is given; the kernel still reads the wall clock from
+		// the CMOS at boot.
+		a = append(a, "-device", "virtio-balloon-device,free-page-reporting=on")
 	}
 	return append(a, "-kernel", spec.Kernel.ELF, "-append", cmdline(spec, extra))
 }

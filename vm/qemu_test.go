@@ -38,12 +38,32 @@ func TestQEMUArgs(t *testing.T) {
 		t.Errorf("boot disk at %d, first disk at %d", boot, first)
 	}
 	app := args[len(args)-1]
-	if !strings.HasPrefix(app, "console=hvc0 root=/dev/vda") || !strings.HasSuffix(app, "reboot=t msb.debug=1") {
+	if !strings.HasPrefix(app, "console=hvc0 root=/dev/vda") || !strings.HasSuffix(app, "reboot=t tsc=reliable msb.debug=1") {
 		t.Errorf("kernel command line %q", app)
 	}
 	kvm := (&qemu{opts: q.opts, kvm: true}).args(&s, newRunFiles(&s))
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm -cpu host") {
 		t.Error("kvm backend does not use KVM")
+	}
+	if strings.Contains(kvm[len(kvm)-1], "tsc=") {
+		t.Errorf("kvm backend overrides the guest's TSC checks: %q", kvm[len(kvm)-1])
+	}
+}
+
+// The balloon (free page reporting) takes a virtio-mmio transport only
+// when the disks, shares and NIC leave one free.
+func TestQEMUBalloon(t *testing.T) {
+	q := &qemu{opts: Options{}.withDefaults()}
+	s := validSpec()
+	const balloon = "virtio-balloon-device,free-page-reporting=on"
+	if args := q.args(&s, newRunFiles(&s)); !slices.Contains(args, balloon) {
+		t.Errorf("%d devices, no balloon: %v", s.devices(), args)
+	}
+	for len(s.Disks) < MaxDisks {
+		s.Disks = append(s.Disks, Disk{ID: "x" + string(rune('a'+len(s.Disks))), Path: "/x.img", Format: "raw"})
+	}
+	if args := q.args(&s, newRunFiles(&s)); slices.Contains(args, balloon) {
+		t.Errorf("%d devices and a balloon: more transports than microvm has", s.devices())
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // VM is a running microVM whose agent answered.
@@ -36,6 +37,9 @@ type VM struct {
 	// channelErr says why the channel ended before the VMM did, which
 	// then was killed.
 	channelErr error
+
+	// boot is what the host saw of the boot, for its phases.
+	boot bootSeen
 }
 
 // runFiles are the VMM's files, kept next to the console log.
@@ -66,14 +70,19 @@ func Start(ctx context.Context, opts Options, spec Spec) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec := phase.From(ctx)
 	if err := v.launch(ctx, b); err != nil {
+		rec.End(err)
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
 	if err := v.connect(ctx); err != nil {
 		v.proc.kill()
 		v.removeFiles()
+		v.placeBoot(ctx)
+		rec.End(err)
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
+	v.placeBoot(ctx)
 	// The CPU quota comes once the agent answers, before anything of the
 	// container runs: the boot is the runtime's, and a 100m VM on TCG
 	// with its quota from the start died in early boot (QEMU exited after
@@ -144,6 +153,7 @@ func (v *VM) launch(ctx context.Context, b Backend) (retErr error) {
 	if v.cgroup, err = newHostCgroup(&v.spec, v.spec.hostResources(false)); err != nil {
 		return err
 	}
+	phase.From(ctx).Begin(ctx, phase.VMMStart)
 	err = inNetNS(v.spec.Net, func() (err error) {
 		v.proc, err = b.launch(ctx, &v.spec, v.files)
 		return err
@@ -200,6 +210,9 @@ func (v *VM) connect(ctx context.Context) error {
 	if err != nil {
 		return v.bootError(ctx, err)
 	}
+	// The VMM listens: from here on the guest boots. Which of its phases
+	// took how long only the guest's answer tells (placeBoot).
+	v.boot.listening = time.Now()
 	if err := v.readHello(ctx, conn); err != nil {
 		conn.Close()
 		return v.bootError(ctx, err)
@@ -231,8 +244,10 @@ func (v *VM) handshake(ctx context.Context, conn net.Conn, opts ...api.ClientOpt
 		return err
 	}
 	pinged := make(chan error, 1)
+	var pong *api.PingResponse
 	go func() {
-		_, err := c.Ping(ctx, &api.PingRequest{})
+		var err error
+		pong, err = c.Ping(ctx, &api.PingRequest{})
 		pinged <- err
 	}()
 	select {
@@ -244,6 +259,7 @@ func (v *VM) handshake(ctx context.Context, conn net.Conn, opts ...api.ClientOpt
 		c.Close()
 		return v.bootError(ctx, err)
 	}
+	v.boot.answered, v.boot.pong = time.Now(), pong
 	v.Agent = c
 	go v.watchChannel()
 	return nil
@@ -300,10 +316,10 @@ func (v *VM) bootError(ctx context.Context, err error) error {
 	if v.proc.exited() || errors.Is(err, errVMMEnded) {
 		<-v.proc.done
 		v.console.drained()
-		return fmt.Errorf("VM ended before its agent answered: %w%s", v.proc.endError(), v.consoleTail())
+		return fmt.Errorf("VM ended before its agent answered (%s): %w%s", v.bootReached(), v.proc.endError(), v.consoleTail())
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("agent did not answer within %s%s%s", v.opts.BootTimeout, v.proc.tails(), v.consoleTail())
+		return fmt.Errorf("agent did not answer within %s (%s)%s%s", v.opts.BootTimeout, v.bootReached(), v.proc.tails(), v.consoleTail())
 	}
 	return fmt.Errorf("agent: %w%s%s", err, v.proc.tails(), v.consoleTail())
 }

@@ -102,6 +102,15 @@ type PingResponse struct {
 	AgentVersion string                 `protobuf:"bytes,1,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// kernel_release is the guest's uname -r.
 	KernelRelease string `protobuf:"bytes,2,opt,name=kernel_release,json=kernelRelease,proto3" json:"kernel_release,omitempty"`
+	// The guest's boot as its own clock saw it (CLOCK_BOOTTIME, ns; 0 when
+	// unknown), for the host's phase timing: the kernel started /init
+	// (its "Run /init" kernel log record), msb-agent's main began, the agent
+	// began serving, and this answer was made. The host only places its
+	// boot phases with them, within what it saw itself.
+	InitExecNs    uint64 `protobuf:"varint,3,opt,name=init_exec_ns,json=initExecNs,proto3" json:"init_exec_ns,omitempty"`
+	AgentMainNs   uint64 `protobuf:"varint,4,opt,name=agent_main_ns,json=agentMainNs,proto3" json:"agent_main_ns,omitempty"`
+	ServingNs     uint64 `protobuf:"varint,5,opt,name=serving_ns,json=servingNs,proto3" json:"serving_ns,omitempty"`
+	NowNs         uint64 `protobuf:"varint,6,opt,name=now_ns,json=nowNs,proto3" json:"now_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +157,34 @@ func (x *PingResponse) GetKernelRelease() string {
 		return x.KernelRelease
 	}
 	return ""
+}
+
+func (x *PingResponse) GetInitExecNs() uint64 {
+	if x != nil {
+		return x.InitExecNs
+	}
+	return 0
+}
+
+func (x *PingResponse) GetAgentMainNs() uint64 {
+	if x != nil {
+		return x.AgentMainNs
+	}
+	return 0
+}
+
+func (x *PingResponse) GetServingNs() uint64 {
+	if x != nil {
+		return x.ServingNs
+	}
+	return 0
+}
+
+func (x *PingResponse) GetNowNs() uint64 {
+	if x != nil {
+		return x.NowNs
+	}
+	return 0
 }
 
 // Mount is one step of a guest mount plan, run in order.
@@ -1184,10 +1221,16 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\fmsb.agent.v1\"\a\n" +
 	"\x05Empty\"\r\n" +
-	"\vPingRequest\"Z\n" +
+	"\vPingRequest\"\xd6\x01\n" +
 	"\fPingResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
-	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\"}\n" +
+	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12 \n" +
+	"\finit_exec_ns\x18\x03 \x01(\x04R\n" +
+	"initExecNs\x12\"\n" +
+	"\ragent_main_ns\x18\x04 \x01(\x04R\vagentMainNs\x12\x1d\n" +
+	"\n" +
+	"serving_ns\x18\x05 \x01(\x04R\tservingNs\x12\x15\n" +
+	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\"}\n" +
 	"\x05Mount\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +

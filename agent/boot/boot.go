@@ -29,6 +29,7 @@ const (
 
 // Run is PID 1's main; it never returns.
 func Run() {
+	main := service.BootClock()
 	ctx := context.Background()
 	setupLogging()
 	if os.Getpid() != 1 {
@@ -48,6 +49,7 @@ func Run() {
 		},
 		Reboot: func() { Reboot(ctx) },
 	})
+	svc.SetBootTimes(bootTimes(main))
 	serve(ctx, svc)
 }
 

@@ -45,6 +45,8 @@ type Service struct {
 	cfg   Config
 	Stdio *stdio.Registry
 
+	boot BootTimes
+
 	mu         sync.Mutex
 	containers map[string]*container.Container
 	creating   map[string]bool
@@ -87,7 +89,33 @@ func (s *Service) Ping(ctx context.Context, _ *api.PingRequest) (*api.PingRespon
 	if err := unix.Uname(&u); err != nil {
 		return nil, toStatus(fmt.Errorf("uname: %w", err))
 	}
-	return &api.PingResponse{AgentVersion: Version, KernelRelease: unix.ByteSliceToString(u.Release[:])}, nil
+	return &api.PingResponse{
+		AgentVersion: Version, KernelRelease: unix.ByteSliceToString(u.Release[:]),
+		InitExecNs: ns(s.boot.InitExec), AgentMainNs: ns(s.boot.Main), ServingNs: ns(s.boot.Serving),
+		NowNs: ns(BootClock()),
+	}, nil
+}
+
+// BootTimes are the guest's boot as its clock (CLOCK_BOOTTIME) saw it:
+// the kernel started /init, the agent's main began, the agent began
+// serving. Ping reports them for the host's phase timing.
+type BootTimes struct {
+	InitExec, Main, Serving time.Duration
+}
+
+// SetBootTimes records the boot's times; call it before serving.
+func (s *Service) SetBootTimes(b BootTimes) { s.boot = b }
+
+func ns(d time.Duration) uint64 { return uint64(max(d, 0)) }
+
+// BootClock reads CLOCK_BOOTTIME, the guest's time since its kernel's
+// clock started.
+func BootClock() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // CreateContainer mounts the root and prepares the container.

@@ -10,6 +10,7 @@ import (
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/shim/journal"
 	"github.com/msb-runtime/msb/shim/sharedir"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // mountHost mounts a root that lives on the host (the overlayfs
@@ -52,6 +53,7 @@ func exportAll(j *journal.Journal, sd *sharedir.Dir, m *Member) error {
 
 // createInGuest has the agent build the container's root and prepare it.
 func createInGuest(ctx context.Context, a *api.Client, m *Member) error {
+	phase.From(ctx).Begin(ctx, phase.GuestMounts)
 	spec, err := json.Marshal(m.Guest.Spec)
 	if err != nil {
 		return fmt.Errorf("encode guest spec: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/shim/sandbox"
 	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // Create boots the sandbox's VM with the container's root as its disks
@@ -26,8 +27,12 @@ import (
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
+	ctx = phase.With(ctx, phase.For(r.ID))
+	phase.From(ctx).Begin(ctx, phase.HostPrepare)
 	c, err := s.create(ctx, r)
+	phase.From(ctx).End(err)
 	if err != nil {
+		phase.Finish(ctx, r.ID, err)
 		log.G(ctx).WithError(err).Errorf("create %s", r.ID)
 		if errdefs.IsNotImplemented(err) {
 			// containerd takes Unimplemented from Create for "this shim

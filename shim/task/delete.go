@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // Delete removes an exited exec, or the container once its init process
@@ -32,6 +34,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		c.removeExec(r.ExecID)
 		return resp, nil
 	}
+	ctx = phase.With(ctx, phase.For(r.ID))
+	phase.From(ctx).Begin(ctx, phase.Teardown)
+	defer phase.Finish(ctx, r.ID, nil)
 	s.deleteContainer(ctx, c)
 	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
 		ContainerID: c.id, Pid: pid, ExitStatus: status, ExitedAt: timestamp(at),

@@ -260,13 +260,19 @@ func fileConn(t *testing.T, fd int) net.Conn {
 // starts its init process with io as its stdio.
 func (h *harness) run(id string, io stdio) *container {
 	h.t.Helper()
+	return h.runCtx(h.ctx(), id, io)
+}
+
+// runCtx is run with the Start call's context.
+func (h *harness) runCtx(ctx context.Context, id string, io stdio) *container {
+	h.t.Helper()
 	c := &container{id: id, bundle: h.t.TempDir(), watchDone: make(chan struct{}), execs: map[string]*process{}}
 	c.init = h.s.newProcess(h.sb, c, "", &specs.Process{Args: []string{"sh"}}, io)
 	h.s.mu.Lock()
 	h.s.containers[id] = c
 	h.s.mu.Unlock()
 	h.s.watch(c, h.sb)
-	if _, err := h.s.Start(h.ctx(), &taskAPI.StartRequest{ID: id}); err != nil {
+	if _, err := h.s.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
 		h.t.Fatalf("start %s: %v", id, err)
 	}
 	return c

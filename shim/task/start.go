@@ -21,6 +21,7 @@ import (
 	"github.com/msb-runtime/msb/agent/api"
 	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/shim/sandbox"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 // maxExitStatus is the largest status a process can report (128+signal
@@ -35,7 +36,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
+	ctx = phase.With(ctx, startRecorder(r.ID, r.ExecID))
+	phase.From(ctx).Begin(ctx, phase.ProcessStart)
 	pid, err := p.Start(ctx)
+	phase.From(ctx).End(err)
 	if err != nil {
 		log.G(ctx).WithError(err).Errorf("start %s", p.name())
 		return nil, errgrpc.ToGRPC(err)
@@ -53,6 +57,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+// startRecorder is where a process's start is timed: the task's recorder
+// for its init, one of its own for an exec.
+func startRecorder(id, execID string) *phase.Recorder {
+	if execID == "" {
+		return phase.For(id)
+	}
+	return phase.New(id + "/" + execID)
 }
 
 // reap waits for the process's exit in the guest, then for its output to

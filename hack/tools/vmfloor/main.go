@@ -6,9 +6,10 @@
 //	                      line per run: "floor exit_ms=…" (exec VMM → VMM exit)
 //	vmfloor -mode agent   the msb guest: boot.erofs (msb-agent) with no
 //	                      container, through vm.Start and VM.Shutdown; one line
-//	                      per run: "agent boot_ms=… shutdown_ms=… total_ms=…"
+//	                      per run: "agent boot_ms=… shutdown_ms=… total_ms=…
+//	                      vmm_start_ms=… kernel_boot_ms=… agent_ready_ms=…"
 //	                      (vm.Start → agent answered; Shutdown → VMM reaped;
-//	                      the sum)
+//	                      the sum; vm.Start's phases, package phase)
 //	vmfloor -mode backend prints the backend vm.SelectBackend picks here
 //
 // Both modes use the backend vm.SelectBackend picks (qemu with TCG on a
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/msb-runtime/msb/vm"
+	"github.com/msb-runtime/msb/vm/phase"
 )
 
 func main() {
@@ -183,10 +185,12 @@ func qemuPath() string {
 // agent boots the msb guest with no container and shuts it down again.
 func agent(opts vm.Options, spec vm.Spec) (string, error) {
 	_ = os.Remove(spec.ConsoleLog)
-	ctx := context.Background()
+	rec := phase.New("vmfloor")
+	ctx := phase.With(context.Background(), rec)
 	t0 := time.Now()
 	v, err := vm.Start(ctx, opts, spec)
 	boot := time.Since(t0)
+	rec.End(err)
 	if err != nil {
 		return "", fmt.Errorf("agent: vm.Start: %w%s", err, tail("console", spec.ConsoleLog))
 	}
@@ -203,7 +207,11 @@ func agent(opts vm.Options, spec vm.Spec) (string, error) {
 	if err := syscall.Kill(v.Pid(), 0); !errors.Is(err, syscall.ESRCH) {
 		return "", fmt.Errorf("agent: VMM pid %d still exists after Shutdown", v.Pid())
 	}
-	return fmt.Sprintf("agent boot_ms=%.1f shutdown_ms=%.1f total_ms=%.1f", ms(boot), ms(down), ms(boot+down)), nil
+	line := fmt.Sprintf("agent boot_ms=%.1f shutdown_ms=%.1f total_ms=%.1f", ms(boot), ms(down), ms(boot+down))
+	for _, r := range rec.Records() {
+		line += fmt.Sprintf(" %s_ms=%.1f", r.Name, ms(r.Duration()))
+	}
+	return line, nil
 }
 
 // ---- helpers ---------------------------------------------------------------
