@@ -71,23 +71,26 @@ func openIO(ctx context.Context, c *api.Client, cid, execID string, s stdio) (_ 
 		return st, err
 	}
 	if s.stdin != "" {
-		st, err := open(api.Stdin)
-		if err != nil {
-			return nil, err
-		}
-		r, err := openStdin(ctx, s.stdin)
-		if err != nil {
-			return nil, err
-		}
-		p.closers = append(p.closers, r)
-		p.stdin = st
-		// Opened after the reader, so it does not block.
-		w, err := fifo.OpenFifo(ctx, s.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		// The shim's writer first, read-write so the open never waits
+		// nor fails for want of a reader: from then on the FIFO has a
+		// writer, and a client that attaches and detaches before the
+		// reader below is open cannot end stdin with an early EOF.
+		w, err := fifo.OpenFifo(ctx, s.stdin, syscall.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open stdin %s: %w", s.stdin, err)
 		}
 		p.stdinW = w
 		p.closers = append(p.closers, w)
+		r, err := openStdin(ctx, s.stdin)
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, r)
+		st, err := open(api.Stdin)
+		if err != nil {
+			return nil, err
+		}
+		p.stdin = st
 		go func() {
 			_, _ = io.Copy(st, r)
 			p.closeStdin()
