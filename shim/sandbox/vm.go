@@ -174,18 +174,25 @@ func (s *VM) prepareHost(ctx context.Context, b *BootSpec) error {
 				return err
 			}
 		}
-		if b.PodFiles != nil {
-			exps, err := s.writePodFiles(b.PodFiles)
-			if err != nil {
-				return err
-			}
-			pod := &Member{ID: b.PodFiles.ID, Guest: &oci.Guest{Exports: exps}, Plan: &rootfs.Plan{}}
-			if err := exportAll(s.journal, s.share, pod); err != nil {
-				return err
-			}
+		if err := s.exportPodFiles(b); err != nil {
+			return err
 		}
 	}
 	return s.addNetwork(b)
+}
+
+// exportPodFiles writes the pod's files (hostname, hosts, resolv.conf)
+// and exports them in the share; for a pod's sandbox only.
+func (s *VM) exportPodFiles(b *BootSpec) error {
+	if b.PodFiles == nil {
+		return nil
+	}
+	exps, err := s.writePodFiles(b.PodFiles)
+	if err != nil {
+		return err
+	}
+	pod := &Member{ID: b.PodFiles.ID, Guest: &oci.Guest{Exports: exps}, Plan: &rootfs.Plan{}}
+	return exportAll(s.journal, s.share, pod)
 }
 
 // start boots the VM and waits for its agent.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/containerd/log"
 
-	"github.com/msb-runtime/msb/oci"
 	"github.com/msb-runtime/msb/pool"
 	"github.com/msb-runtime/msb/rootfs"
 	"github.com/msb-runtime/msb/shim/journal"
@@ -192,15 +191,7 @@ func (s *VM) exportWarm(ctx context.Context, b *BootSpec) error {
 			return err
 		}
 	}
-	if b.PodFiles != nil {
-		exps, err := s.writePodFiles(b.PodFiles)
-		if err != nil {
-			return err
-		}
-		pod := &Member{ID: b.PodFiles.ID, Guest: &oci.Guest{Exports: exps}, Plan: &rootfs.Plan{}}
-		return exportAll(s.journal, s.share, pod)
-	}
-	return nil
+	return s.exportPodFiles(b)
 }
 
 // warmNetwork says where the claimed VM's tap ends up, and the journal's
