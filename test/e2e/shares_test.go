@@ -77,10 +77,12 @@ func testShareExposesOnlyBinds(t *testing.T, snapshotter string) {
 	mustCtr(t, append(args, busybox, id, "sleep", "300")...)
 	waitStatus(t, id, "RUNNING")
 	c := "/mnt/msb/" + id
-	// Everything the shares hold, except the container's root when the
-	// snapshotter's root is a host directory (exported as "root").
+	// Everything the shares hold, except the container's image: its root
+	// when the snapshotter's root is a host directory (exported as
+	// "root"), and its layers and writable layer when they come as files
+	// (l<N>, rw: in a VM claimed from the warm pool).
 	out := execIn(t, id, mountTags+
-		`ls /mnt; ls `+c+`; for f in $(find /mnt -path '*/root' -prune -o -type f -print); do cat $f; echo; done | sort | tr '\n' ' '; echo; `+
+		`ls /mnt; ls `+c+`; for f in $(find /mnt -path '*/root' -prune -o -path '`+c+`/l[0-9]*' -prune -o -path '`+c+`/rw' -prune -o -type f -print); do cat $f; echo; done | sort | tr '\n' ' '; echo; `+
 		`set +e; for f in `+c+`/m*; do [ -f $f ] && echo guest >$f 2>/dev/null && echo wrote $f; done; echo tried`)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) < 3 || lines[0] != "tags=1" || lines[1] != "msb" {
