@@ -110,22 +110,36 @@ func TestNerdctlDetached(t *testing.T) {
 // publishes its port on the host's loopback (the only address this test
 // talks to).
 func TestNerdctlPublish(t *testing.T) {
+	_, port := runPublished(t, "served-by-")
+	checkHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "served-by-")
+}
+
+// runPublished runs an httpd container on the default bridge network with
+// its port 80 published on a free port of the host's loopback, serving
+// prefix and its hostname, and checks that eth0 has an address.
+func runPublished(t *testing.T, prefix string) (name string, port int) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
+	port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	name := nerdctlName(t)
+	name = nerdctlName(t)
 	r := nerdctl(t, "run", "-d", "--runtime", runtimeName, "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), busybox,
-		"sh", "-c", "mkdir -p /www && echo served-by-$(hostname) >/www/index.html && exec httpd -f -p 80 -h /www")
+		"sh", "-c", "mkdir -p /www && echo "+prefix+"$(hostname) >/www/index.html && exec httpd -f -p 80 -h /www")
 	if r.Code != 0 {
 		t.Fatalf("run -d -p: %s", r)
 	}
 	if e := nerdctl(t, "exec", name, "ip", "-4", "-o", "addr", "show", "eth0"); e.Code != 0 || !strings.Contains(e.Stdout, "inet ") {
 		t.Fatalf("no address on eth0: %s", e)
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	return name, port
+}
+
+// checkHTTP waits until GET url answers a body that starts with prefix.
+func checkHTTP(t *testing.T, url, prefix string) {
+	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
 	if err := eventually(func() error {
 		resp, err := client.Get(url)
@@ -134,7 +148,7 @@ func TestNerdctlPublish(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
-		if err != nil || !strings.HasPrefix(string(body), "served-by-") {
+		if err != nil || !strings.HasPrefix(string(body), prefix) {
 			return fmt.Errorf("GET %s: %q, %v", url, body, err)
 		}
 		return nil

@@ -6,9 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,47 +211,14 @@ func TestWarmPoolCtr(t *testing.T) {
 func TestWarmPoolNerdctl(t *testing.T) {
 	skipUnlessPool(t)
 	waitPoolFull(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	name := nerdctlName(t)
-	r := nerdctl(t, "run", "-d", "--runtime", runtimeName, "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), busybox,
-		"sh", "-c", "mkdir -p /www && echo pooled-$(hostname) >/www/index.html && exec httpd -f -p 80 -h /www")
-	if r.Code != 0 {
-		t.Fatalf("run -d -p: %s", r)
-	}
+	name, port := runPublished(t, "pooled-")
 	pid, err := strconv.Atoi(strings.TrimSpace(nerdctl(t, "inspect", "--format", "{{.State.Pid}}", name).Stdout))
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := strings.TrimSpace(nerdctl(t, "inspect", "--format", "{{.ID}}", name).Stdout)
 	mustClaimed(t, id, pid)
-	if e := nerdctl(t, "exec", name, "ip", "-4", "-o", "addr", "show", "eth0"); e.Code != 0 || !strings.Contains(e.Stdout, "inet ") {
-		t.Fatalf("no address on eth0: %s", e)
-	}
 	checkHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "pooled-")
-}
-
-func checkHTTP(t *testing.T, url, prefix string) {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
-	if err := eventually(func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || !strings.HasPrefix(string(body), prefix) {
-			return fmt.Errorf("GET %s: %q, %v", url, body, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // A CRI pod's sandbox claims a VM, whose tap moves into the pod's network
