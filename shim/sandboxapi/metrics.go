@@ -31,15 +31,9 @@ const clockTicks = 100
 // SandboxMetrics returns the VM's cost on the host (its VMM's and helpers'
 // memory and CPU) beside its containers' cgroups in the guest.
 func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxAPI.SandboxMetricsRequest) (*sandboxAPI.SandboxMetricsResponse, error) {
-	s.mu.Lock()
-	err := s.sandbox(r.GetSandboxID())
-	sb := s.sb
-	s.mu.Unlock()
+	sb, err := s.running(r.GetSandboxID(), errdefs.ErrFailedPrecondition)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
-	}
-	if sb == nil || sb.Ending() {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox %s: its VM does not run", r.GetSandboxID())
 	}
 	m := &SandboxMetrics{Host: hostCost(os.Getpid(), adoptedPids(sb)...), Containers: map[string][]byte{}}
 	for _, id := range s.tasks.Containers() {

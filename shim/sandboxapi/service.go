@@ -92,6 +92,22 @@ func (s *Service) sandbox(id string) error {
 	return nil
 }
 
+// running returns the sandbox id names while its VM runs; otherwise the
+// error is of kind notRunning.
+func (s *Service) running(id string, notRunning error) (sandbox.Sandbox, error) {
+	s.mu.Lock()
+	err := s.sandbox(id)
+	sb := s.sb
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if sb == nil || sb.Ending() {
+		return nil, fmt.Errorf("sandbox %s: its VM does not run: %w", id, notRunning)
+	}
+	return sb, nil
+}
+
 // CreateSandbox prepares the VM: its size from the pod's resources and
 // the runtime options, its network namespace from the request. Nothing
 // runs yet; bad input fails here.
@@ -277,15 +293,9 @@ func (s *Service) SandboxStatus(ctx context.Context, r *sandboxAPI.SandboxStatus
 
 // PingSandbox answers while the VM runs and its agent answers.
 func (s *Service) PingSandbox(ctx context.Context, r *sandboxAPI.PingRequest) (*sandboxAPI.PingResponse, error) {
-	s.mu.Lock()
-	err := s.sandbox(r.GetSandboxID())
-	sb := s.sb
-	s.mu.Unlock()
+	sb, err := s.running(r.GetSandboxID(), errdefs.ErrUnavailable)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
-	}
-	if sb == nil || sb.Ending() {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrUnavailable, "sandbox %s: its VM does not run", r.GetSandboxID())
 	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
