@@ -4,13 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 
+	"github.com/msb-runtime/msb/internal/testns"
 	"github.com/msb-runtime/msb/shim/journal"
 )
 
@@ -21,7 +20,7 @@ func TestBootFailureUndoesEverything(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the share directory is a tmpfs: needs root")
 	}
-	inMountNS(t, func() { testBootFailure(t) })
+	testns.InMountNS(t, func() { testBootFailure(t) })
 }
 
 func testBootFailure(t *testing.T) {
@@ -49,35 +48,13 @@ func testBootFailure(t *testing.T) {
 	}
 }
 
-// inMountNS runs fn on a thread in a private mount namespace of its own, so
-// that nothing the test mounts reaches the host's; the thread is dropped
-// afterwards.
-func inMountNS(t *testing.T, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
-		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			t.Errorf("make / private: %v", err)
-			return
-		}
-		fn()
-	}()
-	<-done
-}
-
 // The pod files of a sandbox-API pod: each in a tmpfs of its own (the
 // guest may write them, not fill the host's /run), undone by the journal.
 func TestPodFiles(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the pod files are on tmpfs: needs root")
 	}
-	inMountNS(t, func() {
+	testns.InMountNS(t, func() {
 		base := t.TempDir()
 		s := New()
 		s.runDir = filepath.Join(base, "run")

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msb-runtime/msb/internal/testns"
 	"github.com/msb-runtime/msb/pool"
 )
 
@@ -17,7 +18,7 @@ func TestWarmPoolMissingBootsCold(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the share directory is a tmpfs: needs root")
 	}
-	inMountNS(t, func() {
+	testns.InMountNS(t, func() {
 		base := t.TempDir()
 		cfg := defaultConfig()
 		cfg.Backend, cfg.QEMU = "qemu", filepath.Join(base, "no-qemu")

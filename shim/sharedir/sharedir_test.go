@@ -4,39 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/msb-runtime/msb/internal/testns"
 	"github.com/msb-runtime/msb/share"
 )
-
-// inMountNS runs fn on a thread in a private mount namespace of its own, so
-// that nothing the test mounts reaches the host's; the thread is dropped
-// afterwards.
-func inMountNS(t *testing.T, fn func()) {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
-		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			t.Errorf("make / private: %v", err)
-			return
-		}
-		fn()
-	}()
-	<-done
-}
 
 // hostTree is what a host exposes around its binds: a secret next to a
 // bound file, a read-only directory inside a writable one, a submount.
@@ -78,7 +53,7 @@ func isEROFS(err error) bool { return errors.Is(err, unix.EROFS) }
 func TestShareHoldsExactlyTheExports(t *testing.T) {
 	h := newHostTree(t)
 	base := filepath.Join(t.TempDir(), "share")
-	inMountNS(t, func() {
+	testns.InMountNS(t, func() {
 		if err := unix.Mount("tmpfs", h.subMount, "tmpfs", 0, "size=1m"); err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +123,7 @@ func TestShareHoldsExactlyTheExports(t *testing.T) {
 func TestShareLaterExports(t *testing.T) {
 	h := newHostTree(t)
 	base := filepath.Join(t.TempDir(), "share")
-	inMountNS(t, func() {
+	testns.InMountNS(t, func() {
 		d := New(base)
 		if err := d.Create(); err != nil {
 			t.Fatal(err)
@@ -179,7 +154,7 @@ func TestShareLaterExports(t *testing.T) {
 
 func TestBindRefusesBadExports(t *testing.T) {
 	h := newHostTree(t)
-	inMountNS(t, func() {
+	testns.InMountNS(t, func() {
 		d := New(filepath.Join(t.TempDir(), "share"))
 		if err := d.Create(); err != nil {
 			t.Fatal(err)
