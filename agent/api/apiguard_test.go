@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/msb-runtime/msb/internal/sockpair"
 )
 
 func ttrpcMessage(id uint32, typ byte, body []byte) []byte {
@@ -32,7 +34,7 @@ func TestAPIGuard(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			host, guest := socketPair(t)
+			host, guest := sockpair.New(t)
 			sess, err := yamux.Server(guest, muxConfig(DefaultTimeout))
 			if err != nil {
 				t.Fatal(err)

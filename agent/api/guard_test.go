@@ -8,35 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/msb-runtime/msb/internal/sockpair"
 )
-
-// socketPair is a connected pair of unix stream sockets: kernel buffers
-// and write blocking as on the VMM's socket, unlike net.Pipe.
-func socketPair(t testing.TB) (host, guest net.Conn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 // frame encodes a yamux frame header.
 func frame(typ uint8, flags uint16, id, length uint32) []byte {
@@ -77,7 +55,7 @@ func TestGuardEndsChannelOnHostileFrames(t *testing.T) {
 		"split ping header": frame(framePing, frameSYN, 0, 1),
 	} {
 		t.Run(name, func(t *testing.T) {
-			host, guest := socketPair(t)
+			host, guest := sockpair.New(t)
 			c, err := NewClient(host)
 			if err != nil {
 				t.Fatal(err)
@@ -102,7 +80,7 @@ func TestGuardEndsChannelOnHostileFrames(t *testing.T) {
 // starts one per ping, each living up to the write timeout when the
 // guest does not read the answers.
 func TestGuardPingFloodBounded(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := sockpair.New(t)
 	before := runtime.NumGoroutine()
 	c, err := NewClient(host)
 	if err != nil {
@@ -138,7 +116,7 @@ func (s *stallConn) Read(p []byte) (int, error) {
 // A guest that stops reading is given up once a write has waited the
 // timeout.
 func TestGuardGuestStopsReading(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := sockpair.New(t)
 	g := &stallConn{Conn: guest, stall: make(chan struct{}), closed: make(chan struct{})}
 	defer close(g.closed)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -204,7 +182,7 @@ func BenchmarkStdout(b *testing.B) {
 	const size = 8 << 20
 	payload := make([]byte, size)
 	for i := 0; i < b.N; i++ {
-		host, guest := socketPair(b)
+		host, guest := sockpair.New(b)
 		streams := make(chan net.Conn, 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		go Serve(ctx, guest, pingOnly{}, Handlers{Stdio: func(_ StdioHeader, s net.Conn) { streams <- s }}) //nolint:errcheck // ends with the test

@@ -1,39 +1,17 @@
 package api
 
 import (
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/msb-runtime/msb/internal/sockpair"
 )
-
-func unixPair(t *testing.T) (host *net.UnixConn, guest net.Conn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "pair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		conns[i] = c
-	}
-	return conns[0].(*net.UnixConn), conns[1]
-}
 
 // A host that peeks the hello leaves it for the one that reads it, also
 // when it arrives in parts.
 func TestPeekThenReadHello(t *testing.T) {
-	host, guest := unixPair(t)
+	host, guest := sockpair.New(t)
 	go func() {
 		guest.Write([]byte(Hello[:3])) //nolint:errcheck
 		time.Sleep(20 * time.Millisecond)
@@ -67,7 +45,7 @@ func TestHelloRefused(t *testing.T) {
 		{"silent", "", false, "timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			host, guest := unixPair(t)
+			host, guest := sockpair.New(t)
 			guest.Write([]byte(tc.sent)) //nolint:errcheck
 			if tc.close {
 				guest.Close()

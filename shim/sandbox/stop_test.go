@@ -3,16 +3,13 @@ package sandbox
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/msb-runtime/msb/agent/api"
+	"github.com/msb-runtime/msb/internal/sockpair"
 	"github.com/msb-runtime/msb/vm"
 )
 
@@ -47,21 +44,7 @@ func (a *stopAgent) Shutdown(context.Context, *api.Empty) (*api.Empty, error) {
 // attached is a VM whose VMM is a sleeping process and whose agent is
 // at the other end of a socket pair, with member c1.
 func attached(t *testing.T, a *stopAgent) *VM {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	host, guest := conn(fds[0]), conn(fds[1])
+	host, guest := sockpair.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go api.Serve(ctx, guest, a, api.Handlers{}) //nolint:errcheck // ends with the channel
