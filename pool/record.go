@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
@@ -76,7 +73,7 @@ func (r *record) cleanup() error {
 	}
 	var errs []error
 	if r.RunDir != "" {
-		killNaming(r.RunDir)
+		vm.KillNaming(r.RunDir)
 	}
 	if r.Cgroup != "" {
 		errs = append(errs, vm.RemoveHostCgroup(r.Cgroup))
@@ -126,39 +123,6 @@ func CleanStale() error {
 		errs = append(errs, r.cleanup())
 	}
 	return errors.Join(errs...)
-}
-
-// killNaming kills the processes whose command line names dir, and waits
-// (5 s at most) until they are gone.
-func killNaming(dir string) {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), dir+"/") {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			pids = append(pids, pid)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil && !zombie(pid) {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // removeEmptyCgroup removes a cgroup directory in every hierarchy it is

@@ -4,11 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 
@@ -112,48 +108,8 @@ func (e Entry) undo() error {
 // shim that died while the VM booted recorded no pid, and virtiofsd runs
 // beside the VMM.
 func killVMM(runDir string, pid int) {
-	if pid > 0 && namesDir(pid, runDir) {
+	if pid > 0 && vm.NamesDir(pid, runDir) {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		waitGone(pid, 5*time.Second)
 	}
-	for _, p := range pidsNaming(runDir) {
-		_ = syscall.Kill(p, syscall.SIGKILL)
-		waitGone(p, 5*time.Second)
-	}
-}
-
-// namesDir says whether pid's command line names dir: a pid that was
-// reused by another process does not.
-func namesDir(pid int, dir string) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	return err == nil && strings.Contains(string(b), dir)
-}
-
-// pidsNaming lists the processes whose command line contains dir.
-func pidsNaming(dir string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if namesDir(pid, dir) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func waitGone(pid int, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	vm.KillNaming(runDir)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/msb-runtime/msb/vm"
 )
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
@@ -98,7 +100,7 @@ func startNaming(t *testing.T, dir string) (*exec.Cmd, chan struct{}) {
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
 	// Until it has exec'd, the child's command line is this test's.
-	for deadline := time.Now().Add(5 * time.Second); !namesDir(cmd.Process.Pid, dir); {
+	for deadline := time.Now().Add(5 * time.Second); !vm.NamesDir(cmd.Process.Pid, dir); {
 		if time.Now().After(deadline) {
 			t.Fatal("the child never showed the directory in its command line")
 		}
