@@ -2,7 +2,6 @@ package pool
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/containerd/cgroups/v3"
@@ -45,21 +44,4 @@ func MakeCgroupParent(path string) error {
 		return fmt.Errorf("warm pool: cgroup %s: %w", path, err)
 	}
 	return nil
-}
-
-// cgroupDirs are the directories of the cgroup path in every mounted
-// hierarchy (one on cgroup v2).
-func cgroupDirs(path string) []string {
-	if cgroups.Mode() == cgroups.Unified {
-		return []string{filepath.Join("/sys/fs/cgroup", path)}
-	}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
-	var out []string
-	for _, h := range hs {
-		d := filepath.Join(h, path)
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			out = append(out, d)
-		}
-	}
-	return out
 }

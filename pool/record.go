@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
 
 	"github.com/msb-runtime/msb/shim/network"
 	"github.com/msb-runtime/msb/shim/sharedir"
@@ -67,7 +66,7 @@ func (r *record) cleanup() error {
 	if r.Claimed {
 		var err error
 		if r.Cgroup != "" {
-			err = removeEmptyCgroup(r.Cgroup)
+			err = vm.RemoveEmptyHostCgroup(r.Cgroup)
 		}
 		return errors.Join(err, r.remove())
 	}
@@ -121,18 +120,6 @@ func CleanStale() error {
 		}
 		log.L.WithField("vm", r.ID).WithField("claimed", r.Claimed).Info("warm pool: cleaning up after an earlier msb-pool")
 		errs = append(errs, r.cleanup())
-	}
-	return errors.Join(errs...)
-}
-
-// removeEmptyCgroup removes a cgroup directory in every hierarchy it is
-// in, but only an empty one.
-func removeEmptyCgroup(path string) error {
-	var errs []error
-	for _, dir := range cgroupDirs(path) {
-		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -207,6 +207,26 @@ func RemoveHostCgroup(path string) error {
 	return nil
 }
 
+// RemoveEmptyHostCgroup removes a VM's host cgroup (in every hierarchy)
+// if nothing runs in it, as Release does: what still runs there is not
+// the caller's to kill. A cgroup that is gone already is fine.
+func RemoveEmptyHostCgroup(path string) error {
+	h := &hostCgroup{path: path}
+	var err error
+	if cgroups.Mode() == cgroups.Unified {
+		h.v2, err = cgroup2.Load(path)
+	} else {
+		h.v1, err = cgroup1.Load(cgroup1.StaticPath(path))
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("host cgroup %s: %w", path, err)
+	}
+	return h.removeEmpty()
+}
+
 // killAll kills the processes procs lists until it lists none.
 func killAll(procs func() ([]int, error)) error {
 	deadline := time.Now().Add(cgroupEmptyWait)
