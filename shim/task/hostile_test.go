@@ -87,6 +87,16 @@ func TestHostileShutdownNeverComes(t *testing.T) {
 	h.run("c1", stdio{})
 	h.exec("c1", "e1")
 	h.exec("c1", "e2")
+	// Waiting from the start, as containerd does: a Wait that only comes
+	// once Delete began finds no container.
+	e2 := make(chan uint32, 1)
+	go func() {
+		st, err := h.wait("c1", "e2")
+		if err != nil {
+			t.Errorf("wait for the unreported exec: %v", err)
+		}
+		e2 <- st
+	}()
 	if err := h.kill("c1", "e1", syscall.SIGKILL); err != nil {
 		t.Fatalf("kill exec: %v", err)
 	}
@@ -103,14 +113,6 @@ func TestHostileShutdownNeverComes(t *testing.T) {
 		t.Fatal("an honest SIGKILL ended the VM")
 	case <-time.After(testKillGrace + time.Second):
 	}
-	e2 := make(chan uint32, 1)
-	go func() {
-		st, err := h.wait("c1", "e2")
-		if err != nil {
-			t.Errorf("wait for the unreported exec: %v", err)
-		}
-		e2 <- st
-	}()
 	ctx, cancel := context.WithTimeout(h.ctx(), testKillGrace+stopTimeout+5*time.Second)
 	defer cancel()
 	r, err := h.s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"})
