@@ -10,9 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 )
 
@@ -128,21 +125,11 @@ func (v *VM) adoptCgroup(from string) error {
 
 // cgroupProcs lists the processes of a cgroup (in any v1 hierarchy).
 func cgroupProcs(path string) ([]int, error) {
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.Load(path)
-		if err != nil {
-			return nil, err
-		}
-		return v2Procs(m)
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return nil, nil
-	}
-	if err != nil {
+	h, err := loadHostCgroup(path)
+	if h == nil || err != nil {
 		return nil, err
 	}
-	return v1Procs(cg)
+	return h.procs()
 }
 
 // adoptedProcs are a VMM and its helpers known by pidfds.

@@ -176,32 +176,14 @@ func RemoveHostCgroup(path string) error {
 	if !strings.HasPrefix(filepath.Base(path), CgroupPrefix) || !filepath.IsAbs(path) {
 		return fmt.Errorf("refusing to empty cgroup %q: not a VM's host cgroup", path)
 	}
-	var (
-		procs func() ([]int, error)
-		del   func() error
-	)
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.Load(path)
-		if err != nil {
-			return err
-		}
-		procs = func() ([]int, error) { return v2Procs(m) }
-		del = m.Delete
-	} else {
-		cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		procs = func() ([]int, error) { return v1Procs(cg) }
-		del = cg.Delete
+	h, err := loadHostCgroup(path)
+	if h == nil || err != nil {
+		return err
 	}
-	if err := killAll(procs); err != nil {
+	if err := killAll(h.procs); err != nil {
 		return fmt.Errorf("host cgroup %s: %w", path, err)
 	}
-	if err := del(); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := h.delete(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove host cgroup %s: %w", path, err)
 	}
 	return nil
@@ -211,6 +193,16 @@ func RemoveHostCgroup(path string) error {
 // if nothing runs in it, as Release does: what still runs there is not
 // the caller's to kill. A cgroup that is gone already is fine.
 func RemoveEmptyHostCgroup(path string) error {
+	h, err := loadHostCgroup(path)
+	if err != nil {
+		return fmt.Errorf("host cgroup %s: %w", path, err)
+	}
+	return h.removeEmpty()
+}
+
+// loadHostCgroup opens an existing cgroup (in every v1 hierarchy); nil
+// for a v1 one that is gone.
+func loadHostCgroup(path string) (*hostCgroup, error) {
 	h := &hostCgroup{path: path}
 	var err error
 	if cgroups.Mode() == cgroups.Unified {
@@ -218,13 +210,28 @@ func RemoveEmptyHostCgroup(path string) error {
 	} else {
 		h.v1, err = cgroup1.Load(cgroup1.StaticPath(path))
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			return nil
+			return nil, nil
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("host cgroup %s: %w", path, err)
+		return nil, err
 	}
-	return h.removeEmpty()
+	return h, nil
+}
+
+// procs lists the processes in the cgroup.
+func (h *hostCgroup) procs() ([]int, error) {
+	if h.v2 != nil {
+		return v2Procs(h.v2)
+	}
+	return v1Procs(h.v1)
+}
+
+func (h *hostCgroup) delete() error {
+	if h.v2 != nil {
+		return h.v2.Delete()
+	}
+	return h.v1.Delete()
 }
 
 // killAll kills the processes procs lists until it lists none.

@@ -145,12 +145,7 @@ func (h *hostCgroup) removeEmpty() error {
 	}
 	var err error
 	for range 50 { // processes just moved out may take a moment to leave
-		if h.v2 != nil {
-			err = h.v2.Delete()
-		} else {
-			err = h.v1.Delete()
-		}
-		if err == nil || errors.Is(err, os.ErrNotExist) {
+		if err = h.delete(); err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
